@@ -1,0 +1,69 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUNDLED_TEACHER = os.path.join(ROOT, "assets", "teacher")
+
+TEST_VAE_CONFIG = dict(
+    latent_channels=4,
+    block_out_channels=(8, 16, 16),
+    decoder_block_out_channels=(8, 16, 16),
+    down_block_types=("LTXVideoDownBlock3D",) * 3,
+    layers_per_block=(1, 1, 1, 1),
+    decoder_layers_per_block=(1, 1, 1, 1),
+    spatio_temporal_scaling=(True, True, False),
+    decoder_spatio_temporal_scaling=(True, True, False),
+    decoder_inject_noise=(False,) * 4,
+    downsample_type=("conv",) * 3,
+    upsample_residual=(False,) * 3,
+    upsample_factor=(1, 1, 1),
+    patch_size=2,
+)
+TEST_TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=8,
+    in_channels=4,
+    out_channels=4,
+    text_dim=384,
+    freq_dim=16,
+    ffn_dim=32,
+    num_layers=1,
+    rope_max_seq_len=32,
+)
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from dollar.text import load_text_encoder
+
+    return load_text_encoder()
+
+
+@pytest.fixture()
+def tiny_pipeline(text_encoder):
+    from diffusers import AutoencoderKLLTXVideo, DDIMScheduler, WanTransformer3DModel
+
+    from dollar import DollarPipeline
+    from dollar.schedule import DDIM_SCHEDULER_CONFIG
+
+    torch.manual_seed(0)
+    tokenizer, encoder = text_encoder
+    pipe = DollarPipeline(
+        transformer=WanTransformer3DModel(**TEST_TRANSFORMER_CONFIG).eval(),
+        vae=AutoencoderKLLTXVideo(**TEST_VAE_CONFIG).eval(),
+        scheduler=DDIMScheduler(**DDIM_SCHEDULER_CONFIG),
+        text_encoder=encoder,
+        tokenizer=tokenizer,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+requires_bundled_teacher = pytest.mark.skipif(
+    not os.path.exists(os.path.join(BUNDLED_TEACHER, "model_index.json")), reason="assets/teacher is not built"
+)

@@ -1,0 +1,90 @@
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
+from diffusers import AutoencoderKLLTXVideo, WanTransformer3DModel
+
+from dollar.data import WorldVideoDataset
+from dollar.evaluation import psnr
+from dollar.losses import conjugate_velocity_loss
+from dollar.schedule import ddpm_alphas_cumprod
+
+
+def test_vae_round_trip_shapes_and_a_few_steps_improve_reconstruction():
+    torch.manual_seed(0)
+    vae = AutoencoderKLLTXVideo(**TEST_VAE_CONFIG)
+    x = torch.stack([WorldVideoDataset(2, seed=3)[i]["video"] for i in range(2)])
+    z = vae.encode(x).latent_dist.mode()
+    assert z.shape == (2, 4, 5, 8, 8)  # 8x spatial, 4x temporal with a causal first frame
+    assert vae.decode(z).sample.shape == x.shape
+    before = psnr(vae.decode(z).sample.clamp(-1, 1), x)
+    opt = torch.optim.Adam(vae.parameters(), 3e-3)
+    for _ in range(15):
+        loss = (vae.decode(vae.encode(x).latent_dist.mode()).sample - x).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.no_grad():
+        after = psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1), x)
+    assert after > before + 3
+
+
+def test_a_few_teacher_steps_lower_the_conjugate_velocity_loss():
+    torch.manual_seed(0)
+    model = WanTransformer3DModel(**TEST_TRANSFORMER_CONFIG)
+    alphas = ddpm_alphas_cumprod().float()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(8, 4, 5, 8, 8, generator=g) * 0.5 + 0.3
+    text = torch.randn(8, 6, 384, generator=g)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    first = conjugate_velocity_loss(model, x0, text, alphas, t=t, eps=eps).item()
+    for _ in range(30):
+        loss = conjugate_velocity_loss(model, x0, text, alphas, t=t, eps=eps)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.7 * first
+
+
+def test_teacher_script_trains_saves_and_resumes(tmp_path):
+    """The real script, tiny: trains, checkpoints, resumes, writes a loadable pipeline."""
+    vae_dir = tmp_path / "vae"
+    vae = AutoencoderKLLTXVideo(**TEST_VAE_CONFIG)
+    vae.save_pretrained(vae_dir)
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TEST_TRANSFORMER_CONFIG.items()}))
+    out = tmp_path / "teacher"
+    common = [
+        sys.executable,
+        os.path.join(ROOT, "train", "train_teacher.py"),
+        "--vae",
+        str(vae_dir),
+        "--output_dir",
+        str(out),
+        "--num_clips",
+        "8",
+        "--batch_size",
+        "4",
+        "--model_config",
+        str(cfg),
+        "--checkpoint_every",
+        "2",
+        "--save_fp16",
+        "false",
+    ]
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    subprocess.run(common + ["--max_steps", "2"], check=True, env=env, capture_output=True)
+    subprocess.run(common + ["--max_steps", "4", "--resume", "true"], check=True, env=env, capture_output=True)
+    steps = [json.loads(line)["step"] for line in open(out / "train_log.jsonl")]
+    assert steps == [1, 2, 3, 4]
+    from dollar import DollarPipeline
+
+    pipe = DollarPipeline.from_pretrained(str(out))
+    pipe.set_progress_bar_config(disable=True)
+    video = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
+    assert video.shape == (1, 17, 64, 64, 3)

@@ -1,0 +1,196 @@
+"""Train the latent video teacher (stock WanTransformer3DModel, small config) with the
+conjugate-velocity loss on the 1000-step DDPM schedule and ~10% prompt dropout for CFG.
+
+    python train/train_teacher.py --vae assets/vae --output_dir assets/teacher
+    accelerate launch train/train_teacher.py ...        # several GPUs; --mixed_precision bf16
+
+Reads top to bottom: encode the data once (VAE latents + MiniLM token states, cached as
+safetensors), build, loop, log, save. ``--resume`` continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import AutoencoderKLLTXVideo, DDIMScheduler, WanTransformer3DModel
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import HfArgumentParser
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dollar import world  # noqa: E402
+from dollar.data import VideoFolderDataset, WorldVideoDataset  # noqa: E402
+from dollar.losses import conjugate_velocity_loss  # noqa: E402
+from dollar.models import TINY_TEACHER_CONFIG  # noqa: E402
+from dollar.pipeline import DollarPipeline  # noqa: E402
+from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
+from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
+
+
+@dataclass
+class TeacherTrainConfig:
+    output_dir: str = "assets/teacher"
+    vae: str = "assets/vae"
+    data: str = ""  # a CSV (video_path,caption) or folder of clips; empty = the procedural world
+    num_clips: int = 6000
+    captions_per_clip: int = 2
+    cache_dir: str = ""  # default: <output_dir>/cache
+    max_steps: int = 1500
+    batch_size: int = 64
+    learning_rate: float = 4e-4
+    warmup_steps: int = 100
+    ema_decay: float = 0.998
+    prompt_dropout: float = 0.1
+    default_guidance_scale: float = 4.5
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: bool = False
+    time_limit_minutes: float = 0.0  # checkpoint and stop past this; 0 = no limit
+    mixed_precision: str = "no"
+    save_fp16: bool = True
+    model_config: str = ""  # JSON file with WanTransformer3DModel kwargs; empty = the tiny default
+
+
+def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Tensor]:
+    """Encode every clip once: normalized latents, and token states for each caption."""
+    cache_dir = cfg.cache_dir or os.path.join(cfg.output_dir, "cache")
+    path = os.path.join(cache_dir, "latents.safetensors")
+    if os.path.exists(path):
+        return load_file(path)
+    tokenizer, text_encoder = load_text_encoder()
+    if cfg.data:
+        clips = VideoFolderDataset(cfg.data)
+        captions_of = lambda i, k: clips[i]["caption"]  # noqa: E731  (one caption per real clip)
+        k_per_clip = 1
+    else:
+        clips = WorldVideoDataset(cfg.num_clips, seed=0)
+        k_per_clip = cfg.captions_per_clip
+
+        def captions_of(i, k):
+            _, text, scene = world.make_sample(i)
+            return text if k == 0 else world.caption(scene, np.random.default_rng([i, k, 7]))
+
+    n = len(clips)
+    mean = vae.latents_mean.view(1, -1, 1, 1, 1)
+    std = vae.latents_std.view(1, -1, 1, 1, 1)
+    latents, states = [], []
+    with torch.no_grad():
+        for start in tqdm(range(0, n, 16), desc="encoding clips", disable=not accelerator.is_main_process):
+            idx = range(start, min(start + 16, n))
+            video = torch.stack([clips[i]["video"] for i in idx])
+            z = vae.encode(video).latent_dist.mode()
+            latents.append(((z - mean) / std).half())
+            for k in range(k_per_clip):
+                texts = [captions_of(i, k) for i in idx]
+                states.append(encode_prompts(tokenizer, text_encoder, texts).half())
+    # states were appended clip-batch by caption index; reorder to [clip, caption]
+    per_batch = [torch.stack(states[j : j + k_per_clip], 1) for j in range(0, len(states), k_per_clip)]
+    cache = {
+        "latents": torch.cat(latents),
+        "text_states": torch.cat(per_batch),  # [N, K, L, D]
+        "null_states": encode_prompts(tokenizer, text_encoder, [""]).half(),
+    }
+    if accelerator.is_main_process:
+        os.makedirs(cache_dir, exist_ok=True)
+        save_file(cache, path)
+    return cache
+
+
+def main(cfg: TeacherTrainConfig) -> dict:
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    if not os.path.isdir(cfg.vae):
+        raise SystemExit(f"VAE folder {cfg.vae} not found; train one with train/train_vae.py or pass --vae.")
+    vae = AutoencoderKLLTXVideo.from_pretrained(cfg.vae).eval()
+    cache = build_cache(cfg, vae, accelerator)
+    latents, text_states, null_states = cache["latents"], cache["text_states"], cache["null_states"]
+    n, k_per_clip = latents.shape[0], text_states.shape[1]
+
+    model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
+    model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
+    transformer = WanTransformer3DModel(**model_kwargs)
+    ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay)
+    optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * (0.55 + 0.45 * math.cos(math.pi * min(s / cfg.max_steps, 1.0))),
+    )
+    transformer, optimizer, schedule = accelerator.prepare(transformer, optimizer, schedule)
+    accelerator.register_for_checkpointing(ema)
+    alphas = ddpm_alphas_cumprod().float().to(accelerator.device)
+
+    ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
+    step = 0
+    if cfg.resume and os.path.isdir(ckpt_dir):
+        accelerator.load_state(ckpt_dir)
+        step = json.load(open(os.path.join(ckpt_dir, "step.json")))["step"]
+        accelerator.print(f"resumed from step {step}")
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    log = open(os.path.join(cfg.output_dir, "train_log.jsonl"), "a")
+    start = time.time()
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process)
+    losses = []
+    while step < cfg.max_steps:
+        # Batches are a function of the step, so a resumed run sees the same data.
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        idx = torch.randint(0, n, (cfg.batch_size,), generator=g)
+        cap = torch.randint(0, k_per_clip, (cfg.batch_size,), generator=g)
+        x0 = latents[idx].float().to(accelerator.device)
+        text = text_states[idx, cap].float()
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
+        text[drop] = null_states.float()
+        loss = conjugate_velocity_loss(transformer, x0, text.to(accelerator.device), alphas, generator=g)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(transformer.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(transformer).parameters())
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        log.write(json.dumps({"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}) + "\n")
+        log.flush()
+        out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
+            accelerator.save_state(ckpt_dir)
+            if accelerator.is_main_process:
+                json.dump({"step": step}, open(os.path.join(ckpt_dir, "step.json"), "w"))
+        if out_of_time:
+            accelerator.print(f"time limit reached at step {step}; rerun with --resume to continue")
+            return {"step": step, "losses": losses}
+    bar.close()
+
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(transformer)
+        ema.copy_to(final.parameters())
+        if cfg.save_fp16:
+            final = final.to(torch.float16)
+        tokenizer, text_encoder = load_text_encoder()
+        pipe = DollarPipeline(
+            transformer=final,
+            vae=vae.to(torch.float16) if cfg.save_fp16 else vae,
+            scheduler=DDIMScheduler(**DDIM_SCHEDULER_CONFIG),
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            default_guidance_scale=cfg.default_guidance_scale,
+        )
+        pipe.save_pretrained(cfg.output_dir)
+        accelerator.print(f"saved the teacher pipeline to {cfg.output_dir}")
+    return {"step": step, "losses": losses}
+
+
+if __name__ == "__main__":
+    (config,) = HfArgumentParser(TeacherTrainConfig).parse_args_into_dataclasses()
+    main(config)

@@ -136,11 +136,12 @@ def check_video(frames: np.ndarray, objects) -> list[ObjectVerdict]:
             colour = world.COLOURS[int(counts.argmax())] if counts.sum() >= MIN_PIXELS else None
             obj_mask = mask
         else:
-            # Several objects: each named colour needs a real share of the object pixels,
-            # and its motion is read from the pixels of that colour alone.
+            # Several objects: each named colour needs a real share of the object pixels (more
+            # than the fringe another object's edges leave), and its motion is read from the
+            # pixels of that colour alone.
             want = world.COLOURS.index(spec["colour"]) if spec.get("colour") in world.COLOURS else -1
-            share = counts[want] / max(counts.sum(), 1) if want >= 0 else 0.0
-            colour = spec["colour"] if share >= 0.2 else None
+            enough = max(MIN_PIXELS * len(frames) / 2, 0.05 * counts.sum())
+            colour = spec["colour"] if want >= 0 and counts[want] >= enough else None
             obj_mask = np.zeros_like(mask)
             if want >= 0:
                 obj_mask[mask] = classes == want

@@ -33,3 +33,131 @@ def conjugate_velocity_loss(
     dtype = next(transformer.parameters()).dtype
     v = transformer(x_t.to(dtype), t, encoder_hidden_states.to(dtype), return_dict=False)[0]
     return F.mse_loss(v.float(), conjugate_velocity_target(x0, eps).float())
+
+
+# --- Distillation (METHOD.md section 3) -------------------------------------------------
+# ``x0_fn(x_t, t)`` callables return x0_hat for a batch at timesteps ``t`` ([B] long); build
+# them from a Denoiser (with or without guidance). Every loss is written in x0 terms, so any
+# teacher that exposes x0_hat / eps_hat plugs in.
+
+
+def fake_score_loss(
+    fake_transformer: torch.nn.Module,
+    student_x0: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The fake score's loss: L_CV on the student's (detached) samples at uniform t."""
+    return conjugate_velocity_loss(fake_transformer, student_x0.detach(), encoder_hidden_states, alphas_cumprod, generator=generator)
+
+
+def vsd_loss(
+    x: torch.Tensor,
+    real_x0,
+    fake_x0,
+    alphas_cumprod: torch.Tensor,
+    t: torch.Tensor | None = None,
+    eps: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    t_range: tuple[int, int] = (20, 980),
+) -> torch.Tensor:
+    """Variational score distillation (DMD form) for generator samples ``x`` (with grad).
+
+    The gradient w.r.t. ``x`` is ``w_t (x0_fake - x0_real) / x.numel()`` with
+    ``w_t = 1 / mean|x - x0_real|`` per sample: an MSE to a stop-gradient target.
+    """
+    b = x.shape[0]
+    if t is None:
+        t = torch.randint(t_range[0], t_range[1], (b,), generator=generator).to(x.device)
+    if eps is None:
+        eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    with torch.no_grad():
+        x_t = add_noise(x.detach(), eps, t, alphas_cumprod)
+        x0_real = real_x0(x_t, t)
+        x0_fake = fake_x0(x_t, t)
+        dims = tuple(range(1, x.ndim))
+        weight = 1.0 / (x.detach() - x0_real).abs().mean(dim=dims, keepdim=True).clamp_min(1e-4)
+        grad = torch.nan_to_num((x0_fake - x0_real) * weight)
+        target = x.detach() - grad
+    return 0.5 * F.mse_loss(x, target)
+
+
+def lcm_boundary_scalings(t: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
+    """(c_skip, c_out) of the LCM consistency function; as diffusers' LCMScheduler."""
+    scaled = t.float() * timestep_scaling
+    c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+    c_out = scaled / (scaled**2 + sigma_data**2) ** 0.5
+    return c_skip, c_out
+
+
+def consistency_function(x0_hat: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """f(x, t) = c_skip(t) x + c_out(t) x0_hat(x, t)."""
+    c_skip, c_out = lcm_boundary_scalings(t)
+    shape = (-1,) + (1,) * (x_t.ndim - 1)
+    return c_skip.view(shape).to(x_t) * x_t + c_out.view(shape).to(x_t) * x0_hat
+
+
+def teacher_ddim_target(
+    teacher_denoise, x_start: torch.Tensor, grid: list[int], index: int, m: int, alphas_cumprod: torch.Tensor
+) -> torch.Tensor:
+    """m teacher DDIM steps along ``grid`` from ``grid[index]`` to ``grid[index + m]`` (or to x0)."""
+    from dollar.sampling import ddim_sample
+
+    end = index + m
+    final = grid[end] if end < len(grid) else None
+    return ddim_sample(teacher_denoise, x_start, grid[index:end], alphas_cumprod, final_timestep=final)
+
+
+def consistency_loss(
+    student_x0,
+    ema_x0,
+    teacher_denoise,
+    x0: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    grid: list[int],
+    m: int = 5,
+    index: int | None = None,
+    generator: torch.Generator | None = None,
+    huber_c: float | None = None,
+) -> torch.Tensor:
+    """Consistency distillation on real latents ``x0`` (METHOD.md): the student's f at
+    t_{n+m} matches the EMA student's f at the point m teacher DDIM steps (with CFG) later.
+
+    ``teacher_denoise(x, t_int) -> (x0_hat, eps_hat)`` (guided), ``student_x0`` and ``ema_x0``
+    are ``(x_t, t) -> x0_hat``. ``d`` is MSE, or pseudo-Huber with constant ``huber_c``.
+    """
+    b = x0.shape[0]
+    if index is None:
+        index = int(torch.randint(0, len(grid) - m + 1, (1,), generator=generator))
+    t_start = torch.full((b,), grid[index], dtype=torch.long, device=x0.device)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
+    x_start = add_noise(x0, eps, t_start, alphas_cumprod)
+    pred = consistency_function(student_x0(x_start, t_start), x_start, t_start)
+    with torch.no_grad():
+        x_end = teacher_ddim_target(teacher_denoise, x_start, grid, index, m, alphas_cumprod)
+        if index + m < len(grid):
+            t_end = torch.full((b,), grid[index + m], dtype=torch.long, device=x0.device)
+            target = consistency_function(ema_x0(x_end, t_end), x_end, t_end)
+        else:
+            target = x_end  # the boundary: f(x, 0) = x
+    if huber_c is None:
+        return F.mse_loss(pred.float(), target.float())
+    return (torch.sqrt((pred.float() - target.float()) ** 2 + huber_c**2) - huber_c).mean()
+
+
+# --- Latent reward model (METHOD.md section 3, LRM) ---------------------------------------
+
+
+def latent_reward_fit_loss(
+    reward_model: torch.nn.Module, latents: torch.Tensor, rewards: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_LRM = E (R(Decode(z), c) - R_lat(z, c))^2 on real and generated latents (detached)."""
+    return F.mse_loss(reward_model(latents.detach(), encoder_hidden_states), rewards.to(latents.dtype))
+
+
+def reward_finetune_loss(
+    reward_model: torch.nn.Module, student_latents: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L_FT = -E R_lat(G_theta(eps), c): gradients reach the student through R_lat only."""
+    return -reward_model(student_latents, encoder_hidden_states).mean()

@@ -149,7 +149,7 @@ def _draw_params(objects: tuple[ObjectSpec, ...], background: str, rng: np.rando
     """Per-sample randomness: exact hue, size, speed, start position, background levels."""
     objs = []
     n = len(objects)
-    for k, obj in enumerate(objects):
+    for obj in objects:
         radius = rng.uniform(*_SIZE_PX[obj.size]) * (0.85 if n == 2 else 1.0)
         speed = rng.uniform(*_SPEED_PX[obj.speed])
         hue = COLOUR_HUES[obj.colour]
@@ -158,18 +158,13 @@ def _draw_params(objects: tuple[ObjectSpec, ...], background: str, rng: np.rando
         else:
             h = ((hue + rng.uniform(-5, 5)) % 360) / 360
             rgb = np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.8, 1.0), rng.uniform(0.85, 1.0)))
-        # Two-object scenes keep each object in its own half, so tracks never merge.
-        if n == 2:
-            lo, hi = (0, HEIGHT // 2) if k == 0 else (HEIGHT // 2, HEIGHT)
-        else:
-            lo, hi = 0, HEIGHT
         objs.append(
             {
                 "radius": radius,
                 "speed": speed,
                 "rgb": rgb,
                 "u": rng.uniform(0.0, 1.0, 2),  # free position within the feasible range
-                "rows": (lo, hi),
+                "rows": (0, HEIGHT),
                 "bounces": 1 if obj.speed == "slow" else 2,
             }
         )

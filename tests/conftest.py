@@ -8,7 +8,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED_TEACHER = os.path.join(ROOT, "assets", "teacher")
 
-TEST_VAE_CONFIG = dict(
+TEST_VAE_CONFIG = dict(latent_channels=4, block_out_channels=(16, 16), layers_per_block=1)
+# A stock diffusers video VAE at a tiny size: the pipeline must take it in place of ours.
+STOCK_LTX_VAE_CONFIG = dict(
     latent_channels=4,
     block_out_channels=(8, 16, 16),
     decoder_block_out_channels=(8, 16, 16),
@@ -46,16 +48,17 @@ def text_encoder():
 
 @pytest.fixture()
 def tiny_pipeline(text_encoder):
-    from diffusers import AutoencoderKLLTXVideo, DDIMScheduler, WanTransformer3DModel
+    from diffusers import DDIMScheduler, WanTransformer3DModel
 
     from dollar import DollarPipeline
+    from dollar.models import CausalVideoAutoencoder
     from dollar.schedule import DDIM_SCHEDULER_CONFIG
 
     torch.manual_seed(0)
     tokenizer, encoder = text_encoder
     pipe = DollarPipeline(
         transformer=WanTransformer3DModel(**TEST_TRANSFORMER_CONFIG).eval(),
-        vae=AutoencoderKLLTXVideo(**TEST_VAE_CONFIG).eval(),
+        vae=CausalVideoAutoencoder(**TEST_VAE_CONFIG).eval(),
         scheduler=DDIMScheduler(**DDIM_SCHEDULER_CONFIG),
         text_encoder=encoder,
         tokenizer=tokenizer,

@@ -103,3 +103,12 @@ def test_missing_and_corrupt_checkpoints_raise_a_clear_error(tiny_pipeline, tmp_
     weights.write_bytes(weights.read_bytes()[:100])
     with pytest.raises(ModelLoadError, match="missing or corrupt"):
         DollarPipeline.from_pretrained(str(tmp_path / "pipe"))
+
+
+def test_a_stock_diffusers_video_vae_drops_in(tiny_pipeline):
+    from conftest import STOCK_LTX_VAE_CONFIG
+    from diffusers import AutoencoderKLLTXVideo
+
+    tiny_pipeline.vae = AutoencoderKLLTXVideo(**STOCK_LTX_VAE_CONFIG).eval()
+    out = _run(tiny_pipeline, num_inference_steps=2)
+    assert out.frames.shape == (1, 17, 64, 64, 3)

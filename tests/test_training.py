@@ -5,17 +5,18 @@ import sys
 
 import torch
 from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
-from diffusers import AutoencoderKLLTXVideo, WanTransformer3DModel
+from diffusers import WanTransformer3DModel
 
 from dollar.data import WorldVideoDataset
 from dollar.evaluation import psnr
 from dollar.losses import conjugate_velocity_loss
+from dollar.models import CausalVideoAutoencoder
 from dollar.schedule import ddpm_alphas_cumprod
 
 
 def test_vae_round_trip_shapes_and_a_few_steps_improve_reconstruction():
     torch.manual_seed(0)
-    vae = AutoencoderKLLTXVideo(**TEST_VAE_CONFIG)
+    vae = CausalVideoAutoencoder(**TEST_VAE_CONFIG)
     x = torch.stack([WorldVideoDataset(2, seed=3)[i]["video"] for i in range(2)])
     z = vae.encode(x).latent_dist.mode()
     assert z.shape == (2, 4, 5, 8, 8)  # 8x spatial, 4x temporal with a causal first frame
@@ -30,6 +31,18 @@ def test_vae_round_trip_shapes_and_a_few_steps_improve_reconstruction():
     with torch.no_grad():
         after = psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1), x)
     assert after > before + 3
+
+
+def test_vae_is_causal_in_time():
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(**TEST_VAE_CONFIG).eval()
+    x = torch.randn(1, 3, 17, 64, 64)
+    y = x.clone()
+    y[:, :, 9:] = torch.randn_like(y[:, :, 9:])  # change frames 9..16 (latent frames 3 and 4)
+    with torch.no_grad():
+        zx, zy = vae.encode(x).latent_dist.mode(), vae.encode(y).latent_dist.mode()
+    torch.testing.assert_close(zx[:, :, :3], zy[:, :, :3])  # latent frame i sees video frames <= 4i
+    assert not torch.allclose(zx[:, :, 3:], zy[:, :, 3:])
 
 
 def test_a_few_teacher_steps_lower_the_conjugate_velocity_loss():
@@ -54,7 +67,7 @@ def test_a_few_teacher_steps_lower_the_conjugate_velocity_loss():
 def test_teacher_script_trains_saves_and_resumes(tmp_path):
     """The real script, tiny: trains, checkpoints, resumes, writes a loadable pipeline."""
     vae_dir = tmp_path / "vae"
-    vae = AutoencoderKLLTXVideo(**TEST_VAE_CONFIG)
+    vae = CausalVideoAutoencoder(**TEST_VAE_CONFIG)
     vae.save_pretrained(vae_dir)
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TEST_TRANSFORMER_CONFIG.items()}))

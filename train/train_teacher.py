@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKLLTXVideo, DDIMScheduler, WanTransformer3DModel
+from diffusers import DDIMScheduler, WanTransformer3DModel
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
-from dollar.models import TINY_TEACHER_CONFIG  # noqa: E402
+from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
 from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
 from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
@@ -111,7 +111,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
     set_seed(cfg.seed)
     if not os.path.isdir(cfg.vae):
         raise SystemExit(f"VAE folder {cfg.vae} not found; train one with train/train_vae.py or pass --vae.")
-    vae = AutoencoderKLLTXVideo.from_pretrained(cfg.vae).eval()
+    vae = CausalVideoAutoencoder.from_pretrained(cfg.vae).eval()
     cache = build_cache(cfg, vae, accelerator)
     latents, text_states, null_states = cache["latents"], cache["text_states"], cache["null_states"]
     n, k_per_clip = latents.shape[0], text_states.shape[1]

@@ -1,4 +1,4 @@
-"""Train the video VAE on the procedural world (stock AutoencoderKLLTXVideo, small config).
+"""Train the video VAE on the procedural world (dollar.models.CausalVideoAutoencoder).
 
     python train/train_vae.py --output_dir assets/vae --max_steps 1500
 
@@ -19,14 +19,13 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import AutoencoderKLLTXVideo
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.evaluation import psnr  # noqa: E402
-from dollar.models import TINY_VAE_CONFIG  # noqa: E402
+from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 
 
 @dataclass
@@ -65,7 +64,7 @@ def main(cfg: VAETrainConfig) -> None:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
-    vae = AutoencoderKLLTXVideo(**TINY_VAE_CONFIG)
+    vae = CausalVideoAutoencoder(**TINY_VAE_CONFIG)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

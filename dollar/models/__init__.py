@@ -1,31 +1,14 @@
 """Network configurations for the embedded default.
 
-Every network is a stock diffusers class at a small size, so a full-size checkpoint of the
-same family (LTX-Video's VAE, a Wan 2.x transformer) loads through the same code.
+The teacher is a stock diffusers class at a small size (WanTransformer3DModel), so a full-size
+checkpoint of the same family loads through the same code; the VAE is a diffusers ModelMixin
+with the interface of diffusers' video VAEs, so a stock one can replace it.
 """
 
-# AutoencoderKLLTXVideo: patchify 2x2, then two spatio-temporal stride-2 stages:
-# 8x spatial, 4x temporal (causal first frame), 12 channels -> 17x64x64x3 / 5x8x8x12 = 54x.
-TINY_VAE_CONFIG = dict(
-    in_channels=3,
-    out_channels=3,
-    latent_channels=12,
-    block_out_channels=(32, 64, 128),
-    decoder_block_out_channels=(32, 64, 128),
-    down_block_types=("LTXVideoDownBlock3D",) * 3,
-    layers_per_block=(1, 1, 1, 1),
-    decoder_layers_per_block=(1, 1, 1, 1),
-    spatio_temporal_scaling=(True, True, False),
-    decoder_spatio_temporal_scaling=(True, True, False),
-    decoder_inject_noise=(False, False, False, False),
-    downsample_type=("conv", "conv", "conv"),
-    upsample_residual=(False, False, False),
-    upsample_factor=(1, 1, 1),
-    patch_size=2,
-    patch_size_t=1,
-    encoder_causal=True,
-    decoder_causal=False,
-)
+# The video VAE (see video_vae.py for why it is not a stock class): 4x4x4 pixel-unshuffle,
+# one stride-2 spatial stage -> 8x spatial, 4x temporal, 12 channels:
+# 17x64x64x3 / 5x8x8x12 = 54x compression.
+TINY_VAE_CONFIG = dict(latent_channels=12, patch_size=4, patch_size_t=4, block_out_channels=(96, 128), layers_per_block=2)
 
 # WanTransformer3DModel: 2x2 spatial patches over the 5x8x8x12 latent -> 80 tokens,
 # width 128, 6 blocks, text states from MiniLM (384-d). ~2M parameters: sized so that it
@@ -45,3 +28,7 @@ TINY_TEACHER_CONFIG = dict(
     eps=1e-6,
     rope_max_seq_len=64,
 )
+
+from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
+
+__all__ = ["CausalVideoAutoencoder", "TINY_TEACHER_CONFIG", "TINY_VAE_CONFIG"]

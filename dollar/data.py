@@ -37,10 +37,16 @@ class WorldVideoDataset(Dataset):
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        seed = self.seed + i
-        level = 2 if np.random.default_rng([seed, 99]).random() < self.two_object_fraction else 1
-        frames, text, _ = world.make_sample(seed, level=level, split=self.split)
+        frames, text, _ = world.make_sample(self.seed + i, level=self._level(i), split=self.split)
         return {"video": video_to_tensor(frames), "caption": text}
+
+    def _level(self, i: int) -> int:
+        return 2 if np.random.default_rng([self.seed + i, 99]).random() < self.two_object_fraction else 1
+
+    def captions(self, i: int, k: int) -> list[str]:
+        """``k`` captions of clip ``i``: its own, then other phrasings of the same scene."""
+        _, text, scene = world.make_sample(self.seed + i, level=self._level(i), split=self.split)
+        return [text] + [world.caption(scene, np.random.default_rng([self.seed + i, j, 7])) for j in range(1, k)]
 
 
 class VideoFolderDataset(Dataset):
@@ -73,7 +79,49 @@ class VideoFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def captions(self, i: int, k: int = 1) -> list[str]:
+        return [self.items[i][1]] * k
+
     def __getitem__(self, i: int) -> dict:
         path, text = self.items[i]
         frames = read_video(path, self.num_frames, self.height, self.width)
         return {"video": video_to_tensor(frames), "caption": text}
+
+
+def open_log(path: str, resumed_step: int):
+    """Append to a JSONL training log, first dropping rows past ``resumed_step`` (a resumed run
+    repeats those steps, so the log keeps one row per step)."""
+    import json
+
+    if os.path.exists(path):
+        with open(path) as f:
+            rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
+        with open(path, "w") as f:
+            f.writelines(rows)
+    return open(path, "a")
+
+
+@torch.no_grad()
+def encode_dataset(vae, tokenizer, text_encoder, clips, captions_per_clip: int = 1, batch_size: int = 16, progress: bool = True) -> dict:
+    """Encode a dataset once for training: ``latents`` [N, C, F, h, w] (normalized, fp16),
+    ``text_states`` [N, K, L, D] (K captions per clip, fp16) and ``null_states`` [1, L, D]."""
+    from tqdm.auto import tqdm
+
+    from dollar.pipeline import latent_statistics
+    from dollar.text import encode_prompts
+
+    mean, std = latent_statistics(vae)
+    latents, states = [], []
+    for start in tqdm(range(0, len(clips), batch_size), desc="encoding clips", disable=not progress):
+        idx = range(start, min(start + batch_size, len(clips)))
+        video = torch.stack([clips[i]["video"] for i in idx]).to(vae.dtype)
+        z = vae.encode(video).latent_dist.mode().float()
+        latents.append(((z - mean) / std).half())
+        texts = [clips.captions(i, captions_per_clip) for i in idx]  # [n][K]
+        flat = encode_prompts(tokenizer, text_encoder, [t for per_clip in texts for t in per_clip])
+        states.append(flat.view(len(idx), captions_per_clip, *flat.shape[1:]).half())
+    return {
+        "latents": torch.cat(latents),
+        "text_states": torch.cat(states),
+        "null_states": encode_prompts(tokenizer, text_encoder, [""]).half(),
+    }

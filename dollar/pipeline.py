@@ -145,15 +145,13 @@ class DollarPipeline(DiffusionPipeline):
         return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=torch.float32)
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """VAE latents -> the unit-scale space the transformer works in (LTX convention)."""
-        mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z)
-        std = self.vae.latents_std.view(1, -1, 1, 1, 1).to(z)
-        return (z - mean) / std
+        """VAE latents -> the unit-scale space the transformer works in."""
+        mean, std = latent_statistics(self.vae)
+        return (z - mean.to(z)) / std.to(z)
 
     def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
-        mean = self.vae.latents_mean.view(1, -1, 1, 1, 1).to(z)
-        std = self.vae.latents_std.view(1, -1, 1, 1, 1).to(z)
-        return z * std + mean
+        mean, std = latent_statistics(self.vae)
+        return z * std.to(z) + mean.to(z)
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents -> video float [B, 3, T, H, W] in [-1, 1]."""
@@ -257,6 +255,20 @@ class DollarPipeline(DiffusionPipeline):
         frames = postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
         return DollarPipelineOutput(frames=frames, timings=timings) if return_dict else (frames,)
+
+
+def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) [1, C, 1, 1, 1] that bring a VAE's latents to unit scale, from
+    whichever form the VAE keeps them in: buffers (ours, LTX), config lists (Wan), or a
+    scaling factor (the image VAEs)."""
+    if isinstance(getattr(vae, "latents_mean", None), torch.Tensor):
+        mean, std = vae.latents_mean, vae.latents_std
+    elif getattr(vae.config, "latents_mean", None) is not None:
+        mean, std = torch.tensor(vae.config.latents_mean), torch.tensor(vae.config.latents_std)
+    else:
+        channels = vae.config.latent_channels
+        mean, std = torch.zeros(channels), torch.full((channels,), 1.0 / getattr(vae.config, "scaling_factor", 1.0))
+    return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
 
 
 def postprocess_video(video: torch.Tensor, output_type: str):

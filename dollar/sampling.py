@@ -86,3 +86,23 @@ def scheduler_sample(
         if callback is not None:
             callback(i, int(t), x)
     return x
+
+
+def student_training_input(
+    denoise: Denoise,
+    noise: torch.Tensor,
+    timesteps: Sequence[int],
+    alphas_cumprod: torch.Tensor,
+    step: int,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+) -> torch.Tensor:
+    """The input a multi-step student sees at its ``step``-th step (backward simulation, as in
+    DMD2): run the student without gradients for the earlier steps, re-noising in between.
+    The caller then evaluates the student at ``timesteps[step]`` with gradients."""
+    x = noise
+    with torch.no_grad():
+        for i in range(step):
+            x0, _ = denoise(x, int(timesteps[i]))
+            t_next = torch.full((x0.shape[0],), timesteps[i + 1], dtype=torch.long, device=x0.device)
+            x = add_noise(x0, randn_tensor(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype), t_next, alphas_cumprod)
+    return x

@@ -4,8 +4,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, requires_bundled_teacher
 
+from conftest import ROOT, requires_bundled_teacher
 from dollar.generate import main
 
 

@@ -106,9 +106,20 @@ def test_missing_and_corrupt_checkpoints_raise_a_clear_error(tiny_pipeline, tmp_
 
 
 def test_a_stock_diffusers_video_vae_drops_in(tiny_pipeline):
-    from conftest import STOCK_LTX_VAE_CONFIG
     from diffusers import AutoencoderKLLTXVideo
+
+    from conftest import STOCK_LTX_VAE_CONFIG
 
     tiny_pipeline.vae = AutoencoderKLLTXVideo(**STOCK_LTX_VAE_CONFIG).eval()
     out = _run(tiny_pipeline, num_inference_steps=2)
     assert out.frames.shape == (1, 17, 64, 64, 3)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "flow"])
+def test_teachers_of_every_prediction_type_run_through_the_pipeline(tiny_pipeline, prediction_type, tmp_path):
+    tiny_pipeline.register_to_config(prediction_type=prediction_type)
+    assert tiny_pipeline.denoiser.prediction_type == prediction_type
+    out = _run(tiny_pipeline, num_inference_steps=3)
+    assert out.frames.shape == (1, 17, 64, 64, 3)
+    tiny_pipeline.save_pretrained(tmp_path / "p")
+    assert DollarPipeline.from_pretrained(str(tmp_path / "p")).config.prediction_type == prediction_type

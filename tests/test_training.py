@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import torch
-from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
 from diffusers import WanTransformer3DModel
 
+from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
 from dollar.data import WorldVideoDataset
 from dollar.evaluation import psnr
 from dollar.losses import conjugate_velocity_loss

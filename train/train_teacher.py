@@ -17,7 +17,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -28,13 +27,12 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar import world  # noqa: E402
-from dollar.data import VideoFolderDataset, WorldVideoDataset  # noqa: E402
+from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset, open_log  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
 from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
 from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
-from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
+from dollar.text import load_text_encoder  # noqa: E402
 
 
 @dataclass
@@ -62,44 +60,17 @@ class TeacherTrainConfig:
 
 
 def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Tensor]:
-    """Encode every clip once: normalized latents, and token states for each caption."""
+    """Encode every clip once (normalized latents, token states per caption), cached on disk."""
     cache_dir = cfg.cache_dir or os.path.join(cfg.output_dir, "cache")
     path = os.path.join(cache_dir, "latents.safetensors")
     if os.path.exists(path):
         return load_file(path)
     tokenizer, text_encoder = load_text_encoder()
     if cfg.data:
-        clips = VideoFolderDataset(cfg.data)
-        captions_of = lambda i, k: clips[i]["caption"]  # noqa: E731  (one caption per real clip)
-        k_per_clip = 1
+        clips, captions_per_clip = VideoFolderDataset(cfg.data), 1
     else:
-        clips = WorldVideoDataset(cfg.num_clips, seed=0)
-        k_per_clip = cfg.captions_per_clip
-
-        def captions_of(i, k):
-            _, text, scene = world.make_sample(i)
-            return text if k == 0 else world.caption(scene, np.random.default_rng([i, k, 7]))
-
-    n = len(clips)
-    mean = vae.latents_mean.view(1, -1, 1, 1, 1)
-    std = vae.latents_std.view(1, -1, 1, 1, 1)
-    latents, states = [], []
-    with torch.no_grad():
-        for start in tqdm(range(0, n, 16), desc="encoding clips", disable=not accelerator.is_main_process):
-            idx = range(start, min(start + 16, n))
-            video = torch.stack([clips[i]["video"] for i in idx])
-            z = vae.encode(video).latent_dist.mode()
-            latents.append(((z - mean) / std).half())
-            for k in range(k_per_clip):
-                texts = [captions_of(i, k) for i in idx]
-                states.append(encode_prompts(tokenizer, text_encoder, texts).half())
-    # states were appended clip-batch by caption index; reorder to [clip, caption]
-    per_batch = [torch.stack(states[j : j + k_per_clip], 1) for j in range(0, len(states), k_per_clip)]
-    cache = {
-        "latents": torch.cat(latents),
-        "text_states": torch.cat(per_batch),  # [N, K, L, D]
-        "null_states": encode_prompts(tokenizer, text_encoder, [""]).half(),
-    }
+        clips, captions_per_clip = WorldVideoDataset(cfg.num_clips, seed=0), cfg.captions_per_clip
+    cache = encode_dataset(vae, tokenizer, text_encoder, clips, captions_per_clip, progress=accelerator.is_main_process)
     if accelerator.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
         save_file(cache, path)
@@ -136,7 +107,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
         step = json.load(open(os.path.join(ckpt_dir, "step.json")))["step"]
         accelerator.print(f"resumed from step {step}")
     os.makedirs(cfg.output_dir, exist_ok=True)
-    log = open(os.path.join(cfg.output_dir, "train_log.jsonl"), "a")
+    log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
     start = time.time()
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process)
     losses = []

@@ -29,6 +29,7 @@ TINY_TEACHER_CONFIG = dict(
     rope_max_seq_len=64,
 )
 
+from dollar.models.latent_reward import LatentRewardModel  # noqa: E402
 from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
 
-__all__ = ["CausalVideoAutoencoder", "TINY_TEACHER_CONFIG", "TINY_VAE_CONFIG"]
+__all__ = ["CausalVideoAutoencoder", "LatentRewardModel", "TINY_TEACHER_CONFIG", "TINY_VAE_CONFIG"]

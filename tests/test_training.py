@@ -101,3 +101,22 @@ def test_teacher_script_trains_saves_and_resumes(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     video = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
     assert video.shape == (1, 17, 64, 64, 3)
+
+
+def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path):
+    """A teacher trained on a VAE's latents stays valid: only the decoder moves."""
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import train_vae
+
+    torch.manual_seed(0)
+    start = CausalVideoAutoencoder(**TEST_VAE_CONFIG)
+    start.latents_mean.fill_(0.3)
+    start.save_pretrained(tmp_path / "vae")
+    cfg = train_vae.VAETrainConfig(
+        output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "vae"), decoder_only=True, max_steps=2, batch_size=1, eval_videos=1, checkpoint_every=100
+    )
+    train_vae.main(cfg)
+    after = CausalVideoAutoencoder.from_pretrained(tmp_path / "out")
+    assert all(torch.equal(p, q) for p, q in zip(start.encoder.parameters(), after.encoder.parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(start.decoder_high.parameters(), after.decoder_high.parameters()))
+    assert torch.equal(after.latents_mean, start.latents_mean)

@@ -45,6 +45,8 @@ class VAETrainConfig:
     resume: bool = False
     time_limit_minutes: float = 0.0  # stop (after a checkpoint) when this is exceeded; 0 = none
     mixed_precision: str = "no"
+    init_from: str = ""  # start from a saved VAE folder
+    decoder_only: bool = False  # with init_from: train the decoder alone, keeping the latent space
 
 
 def foreground_mask(video: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
@@ -73,8 +75,17 @@ def main(cfg: VAETrainConfig) -> None:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
-    vae = CausalVideoAutoencoder(**TINY_VAE_CONFIG)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
+    if cfg.init_from:
+        vae = CausalVideoAutoencoder.from_pretrained(cfg.init_from)
+    else:
+        vae = CausalVideoAutoencoder(**TINY_VAE_CONFIG)
+    if cfg.decoder_only:
+        # Fine-tune the decoder of a VAE a teacher already works with: the latent space (and
+        # its statistics) stays exactly the same, so the teacher needs no retraining.
+        if not cfg.init_from:
+            raise SystemExit("error: --decoder_only needs --init_from <trained VAE folder>.")
+        vae.encoder.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.max_steps, 1.0))),
@@ -95,7 +106,8 @@ def main(cfg: VAETrainConfig) -> None:
         batch = batch.to(accelerator.device)
         # Deterministic latents (the posterior mean) with a small pull towards the prior: sampling
         # the untrained posterior buries the signal in unit noise and stalls training.
-        z = vae.encode(batch).latent_dist.mode()
+        with torch.set_grad_enabled(not cfg.decoder_only):
+            z = vae.encode(batch).latent_dist.mode()
         recon = vae.decode(z).sample
         weight = 1.0 + cfg.foreground_weight * foreground_mask(batch)
         err = recon - batch
@@ -125,7 +137,8 @@ def main(cfg: VAETrainConfig) -> None:
             return
     bar.close()
     vae = accelerator.unwrap_model(vae)
-    set_latent_statistics(vae, n=256)
+    if not cfg.decoder_only:
+        set_latent_statistics(vae, n=256)
     vae.save_pretrained(cfg.output_dir)
     accelerator.print(f"saved {cfg.output_dir}")
 

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import DollarPipeline, world  # noqa: E402
 from dollar.data import video_to_tensor  # noqa: E402
 from dollar.evaluation import checker_accuracy, psnr  # noqa: E402
+from dollar.pipeline import postprocess_video  # noqa: E402
 
 
 def vae_quality(pipe, n: int) -> dict:
@@ -37,7 +38,17 @@ def vae_quality(pipe, n: int) -> dict:
             decode_times.append(time.perf_counter() - start)
             scores.append(psnr(recon.clamp(-1, 1), x))
     latent = tuple(z.shape[1:])
+    # Does the VAE keep what the checker reads? Round-trip the real held-out clips.
+    prompts = world.heldout_prompts()
+    real = [world.render(world.make_scene(p.objects, p.background, seed=3)) for p in prompts]
+    with torch.no_grad():
+        recon = []
+        for v in real:
+            z = pipe.vae.encode(video_to_tensor(v)[None]).latent_dist.mode()
+            recon.append(postprocess_video(pipe.vae.decode(z).sample.clamp(-1, 1), "np")[0])
     return {
+        "checker_on_real": checker_accuracy(real, [p.objects for p in prompts]),
+        "checker_on_reconstructions": checker_accuracy(recon, [p.objects for p in prompts]),
         "videos": n,
         "psnr_db_mean": statistics.fmean(scores),
         "psnr_db_min": min(scores),
@@ -60,7 +71,15 @@ def heldout_accuracy(pipe, steps: int, guidance: float, seeds: int, batch: int =
             videos.extend(out.frames)
             objects.extend(p.objects for p in chunk)
     acc = checker_accuracy(videos, objects)
-    return {"steps": steps, "guidance_scale": guidance, "seeds": seeds, "prompts": len(prompts), **acc}
+    intervals = {f"{k}_wilson95": wilson_interval(acc[k], acc["n"]) for k in ("colour", "motion")}
+    return {"steps": steps, "guidance_scale": guidance, "seeds": seeds, "prompts": len(prompts), **acc, **intervals}
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (centre - half, centre + half)
 
 
 def end_to_end(pipe, runs: int, guidance: float) -> dict:
@@ -92,8 +111,9 @@ def end_to_end(pipe, runs: int, guidance: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--model", default="teacher")
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
+    parser.add_argument("--guidance-sweep", default="1.0,2.5,4.5,7.5", help="teacher-50 guidance scales also measured (comma list, '' for none)")
     parser.add_argument("--vae-videos", type=int, default=64)
     parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/foundation.json")
@@ -109,6 +129,7 @@ def main() -> None:
         "latency_teacher_50": end_to_end(pipe, args.latency_runs, guidance),
         "heldout": [heldout_accuracy(pipe, 50, guidance, args.seeds)]
         + [heldout_accuracy(pipe, k, guidance, args.seeds) for k in (1, 2, 4)],
+        "guidance_sweep": [heldout_accuracy(pipe, 50, float(g), args.seeds) for g in args.guidance_sweep.split(",") if g],
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
@@ -118,24 +139,36 @@ def main() -> None:
     print(to_markdown(result))
 
 
+def _pct(h: dict, key: str) -> str:
+    lo, hi = h[f"{key}_wilson95"]
+    return f"{100 * h[key]:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def to_markdown(r: dict) -> str:
     lines = [
         f"Held-out prompts ({r['heldout'][0]['prompts']} unseen colour-shape-motion combinations, "
         f"{r['heldout'][0]['seeds']} seed(s) each), judged by the analytic checker:",
         "",
-        "| sampler | steps | guidance scale | NFE | colour acc. | motion acc. |",
+        "| sampler | steps | guidance scale | NFE | colour acc. [95% CI] | motion acc. [95% CI] |",
         "|---|---|---|---|---|---|",
     ]
     for h in r["heldout"]:
         name = "teacher DDIM + CFG" if h["steps"] == 50 else f"teacher DDIM-{h['steps']} + CFG"
         nfe = h["steps"] * (2 if h["guidance_scale"] > 1 else 1)
-        lines.append(f"| {name} | {h['steps']} | {h['guidance_scale']} | {nfe} | {100 * h['colour']:.1f}% | {100 * h['motion']:.1f}% |")
+        lines.append(f"| {name} | {h['steps']} | {h['guidance_scale']} | {nfe} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |")
+    if r.get("guidance_sweep"):
+        lines += ["", "Teacher, 50 DDIM steps, by guidance scale (diffusers convention; METHOD.md's w = scale - 1):", ""]
+        lines += ["| guidance scale | colour acc. | motion acc. |", "|---|---|---|"]
+        lines += [f"| {h['guidance_scale']} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |" for h in r["guidance_sweep"]]
     v, lat = r["vae"], r["latency_teacher_50"]
     lines += [
         "",
         f"VAE: {v['compression']:.0f}x compression (latent {v['latent_shape']}), reconstruction PSNR "
         f"{v['psnr_db_mean']:.2f} dB mean / {v['psnr_db_min']:.2f} dB worst over {v['videos']} held-out clips, "
-        f"decode {1000 * v['decode_s_median']:.0f} ms per video (median).",
+        f"decode {1000 * v['decode_s_median']:.0f} ms per video (median). The checker on the real held-out clips: "
+        f"colour {100 * v['checker_on_real']['colour']:.1f}%, motion {100 * v['checker_on_real']['motion']:.1f}%; "
+        f"on their VAE reconstructions: colour {100 * v['checker_on_reconstructions']['colour']:.1f}%, "
+        f"motion {100 * v['checker_on_reconstructions']['motion']:.1f}% (the ceiling a generator in this latent space can reach).",
         "",
         f"One 50-step teacher video with CFG ({lat['nfe']} network evaluations), end to end: "
         f"{lat['end_to_end_s_median']:.2f} s median, {lat['end_to_end_s_max']:.2f} s worst of {lat['runs']} "

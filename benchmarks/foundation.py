@@ -113,7 +113,9 @@ def main() -> None:
     parser.add_argument("--model", default="teacher")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--guidance", type=float, default=None, help="default: the checkpoint's")
-    parser.add_argument("--guidance-sweep", default="1.0,2.5,4.5,7.5", help="teacher-50 guidance scales also measured (comma list, '' for none)")
+    parser.add_argument(
+        "--guidance-sweep", default="1.0,2.5,4.5,7.5", help="teacher-50 guidance scales also measured (comma list, '' for none)"
+    )
     parser.add_argument("--vae-videos", type=int, default=64)
     parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/foundation.json")

@@ -108,3 +108,9 @@ def test_yaml_config_with_command_line_override(tiny_teacher, tmp_path):
     config.write_text("num_stepz: 2\n")
     with pytest.raises(SystemExit, match="unknown keys"):
         _cfg(tiny_teacher, tmp_path / "y", "--config", str(config))
+
+
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "train", "configs")) if f.endswith(".yaml")))
+def test_shipped_configs_parse(name):
+    cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", name)])
+    assert cfg.num_steps in (1, 2, 4) and cfg.vsd and cfg.cd and cfg.lrm

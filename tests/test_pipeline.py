@@ -123,3 +123,12 @@ def test_teachers_of_every_prediction_type_run_through_the_pipeline(tiny_pipelin
     assert out.frames.shape == (1, 17, 64, 64, 3)
     tiny_pipeline.save_pretrained(tmp_path / "p")
     assert DollarPipeline.from_pretrained(str(tmp_path / "p")).config.prediction_type == prediction_type
+
+
+def test_attention_backend_is_sdpa_on_cpu_and_leaves_outputs_unchanged(tiny_pipeline):
+    from dollar.models import choose_attention_backend, set_attention_backend
+
+    assert choose_attention_backend() == "native"
+    before = _run(tiny_pipeline, num_inference_steps=2).frames
+    assert set_attention_backend(tiny_pipeline.transformer) == "native"
+    assert np.array_equal(_run(tiny_pipeline, num_inference_steps=2).frames, before)

@@ -113,7 +113,13 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path):
     start.latents_mean.fill_(0.3)
     start.save_pretrained(tmp_path / "vae")
     cfg = train_vae.VAETrainConfig(
-        output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "vae"), decoder_only=True, max_steps=2, batch_size=1, eval_videos=1, checkpoint_every=100
+        output_dir=str(tmp_path / "out"),
+        init_from=str(tmp_path / "vae"),
+        decoder_only=True,
+        max_steps=2,
+        batch_size=1,
+        eval_videos=1,
+        checkpoint_every=100,
     )
     train_vae.main(cfg)
     after = CausalVideoAutoencoder.from_pretrained(tmp_path / "out")

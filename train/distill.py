@@ -38,7 +38,7 @@ from dollar.losses import (  # noqa: E402
     reward_finetune_loss,
     vsd_loss,
 )
-from dollar.models import LatentRewardModel  # noqa: E402
+from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
 from dollar.sampling import student_training_input  # noqa: E402
@@ -76,6 +76,8 @@ class DistillConfig:
     seed: int = 0
     resume: str = ""  # "latest", or a checkpoint folder
     mixed_precision: str = "no"
+    attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
+    gradient_checkpointing: bool = False
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
@@ -150,8 +152,12 @@ def main(cfg: DistillConfig) -> dict:
     pipe = load_teacher(cfg.teacher)
     device = accelerator.device
     teacher = pipe.transformer.to(device).requires_grad_(False).eval()
+    accelerator.print(f"attention backend: {set_attention_backend(teacher, cfg.attention_backend)}")
     student = copy.deepcopy(teacher).requires_grad_(True).train()
     fake = copy.deepcopy(teacher).requires_grad_(True).train()
+    if cfg.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+        fake.enable_gradient_checkpointing()
     ema_student = copy.deepcopy(teacher).requires_grad_(False).eval()
     alphas = pipe.scheduler.alphas_cumprod.float().to(device)
     pt = pipe.config.prediction_type

@@ -29,7 +29,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset, open_log  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
-from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder  # noqa: E402
+from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
 from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
 from dollar.text import load_text_encoder  # noqa: E402
@@ -55,6 +55,8 @@ class TeacherTrainConfig:
     resume: bool = False
     time_limit_minutes: float = 0.0  # checkpoint and stop past this; 0 = no limit
     mixed_precision: str = "no"
+    attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
+    gradient_checkpointing: bool = False
     save_fp16: bool = True
     model_config: str = ""  # JSON file with WanTransformer3DModel kwargs; empty = the tiny default
 
@@ -90,6 +92,9 @@ def main(cfg: TeacherTrainConfig) -> dict:
     model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
     model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
     transformer = WanTransformer3DModel(**model_kwargs)
+    accelerator.print(f"attention backend: {set_attention_backend(transformer, cfg.attention_backend)}")
+    if cfg.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
     ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(

@@ -29,7 +29,15 @@ TINY_TEACHER_CONFIG = dict(
     rope_max_seq_len=64,
 )
 
+from dollar.models.attention import choose_attention_backend, set_attention_backend  # noqa: E402
 from dollar.models.latent_reward import LatentRewardModel  # noqa: E402
 from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
 
-__all__ = ["CausalVideoAutoencoder", "LatentRewardModel", "TINY_TEACHER_CONFIG", "TINY_VAE_CONFIG"]
+__all__ = [
+    "CausalVideoAutoencoder",
+    "LatentRewardModel",
+    "choose_attention_backend",
+    "set_attention_backend",
+    "TINY_TEACHER_CONFIG",
+    "TINY_VAE_CONFIG",
+]

@@ -1,0 +1,42 @@
+"""Quality guards on the bundled checkpoints (slow: run with `python -m pytest -m slow`).
+
+The full measurement is benchmarks/foundation.py; these catch a broken or swapped checkpoint.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import requires_bundled_teacher
+from dollar import DollarPipeline, world
+from dollar.data import video_to_tensor
+from dollar.evaluation import checker_accuracy, psnr
+
+
+@pytest.mark.slow
+@requires_bundled_teacher
+def test_bundled_vae_reconstructs_held_out_clips():
+    pipe = DollarPipeline.from_pretrained("teacher")
+    scores = []
+    with torch.no_grad():
+        for seed in range(8):
+            x = video_to_tensor(world.make_sample(50_000 + seed, split="eval")[0])[None]
+            scores.append(psnr(pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1), x))
+    assert np.mean(scores) > 24
+
+
+@pytest.mark.slow
+@requires_bundled_teacher
+def test_bundled_teacher_follows_held_out_prompts_and_beats_one_step_ddim():
+    pipe = DollarPipeline.from_pretrained("teacher")
+    pipe.set_progress_bar_config(disable=True)
+    prompts = world.heldout_prompts()[:16]
+
+    def accuracy(steps):
+        gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+        frames = pipe([p.prompt for p in prompts], num_inference_steps=steps, generator=gens).frames
+        return checker_accuracy(frames, [p.objects for p in prompts])
+
+    fifty, one = accuracy(50), accuracy(1)
+    assert fifty["motion"] > 0.6 and fifty["colour"] > 0.5
+    assert fifty["motion"] + fifty["colour"] > one["motion"] + one["colour"]

@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument(
         "--guidance-sweep", default="1.0,2.5,4.5,7.5", help="teacher-50 guidance scales also measured (comma list, '' for none)"
     )
+    parser.add_argument("--sweep-seeds", type=int, default=1)
     parser.add_argument("--vae-videos", type=int, default=64)
     parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument("--out", default="benchmarks/results/foundation.json")
@@ -131,7 +132,7 @@ def main() -> None:
         "latency_teacher_50": end_to_end(pipe, args.latency_runs, guidance),
         "heldout": [heldout_accuracy(pipe, 50, guidance, args.seeds)]
         + [heldout_accuracy(pipe, k, guidance, args.seeds) for k in (1, 2, 4)],
-        "guidance_sweep": [heldout_accuracy(pipe, 50, float(g), args.seeds) for g in args.guidance_sweep.split(",") if g],
+        "guidance_sweep": [heldout_accuracy(pipe, 50, float(g), args.sweep_seeds) for g in args.guidance_sweep.split(",") if g],
     }
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
@@ -159,7 +160,8 @@ def to_markdown(r: dict) -> str:
         nfe = h["steps"] * (2 if h["guidance_scale"] > 1 else 1)
         lines.append(f"| {name} | {h['steps']} | {h['guidance_scale']} | {nfe} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |")
     if r.get("guidance_sweep"):
-        lines += ["", "Teacher, 50 DDIM steps, by guidance scale (diffusers convention; METHOD.md's w = scale - 1):", ""]
+        seeds = r["guidance_sweep"][0]["seeds"]
+        lines += ["", f"Teacher, 50 DDIM steps, by guidance scale ({seeds} seed(s); diffusers convention, METHOD.md's w = scale - 1):", ""]
         lines += ["| guidance scale | colour acc. | motion acc. |", "|---|---|---|"]
         lines += [f"| {h['guidance_scale']} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |" for h in r["guidance_sweep"]]
     v, lat = r["vae"], r["latency_teacher_50"]

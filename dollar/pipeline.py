@@ -18,6 +18,7 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+import dollar.models.video_vae  # noqa: F401  (diffusers loads the bundled VAE class only once it is imported)
 from dollar.denoiser import Denoiser
 from dollar.sampling import ddim_sample, multistep_sample, scheduler_sample
 from dollar.schedule import STUDENT_TIMESTEPS, trailing_timesteps

@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # loading bars would bury the one line this prints
+    transformers_logging.disable_progress_bar()
     from dollar.pipeline import DollarPipeline
     from dollar.video import VIDEO_SUFFIXES, save_video
 

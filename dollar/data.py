@@ -88,19 +88,6 @@ class VideoFolderDataset(Dataset):
         return {"video": video_to_tensor(frames), "caption": text}
 
 
-def open_log(path: str, resumed_step: int):
-    """Append to a JSONL training log, first dropping rows past ``resumed_step`` (a resumed run
-    repeats those steps, so the log keeps one row per step)."""
-    import json
-
-    if os.path.exists(path):
-        with open(path) as f:
-            rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resumed_step]
-        with open(path, "w") as f:
-            f.writelines(rows)
-    return open(path, "a")
-
-
 @torch.no_grad()
 def encode_dataset(vae, tokenizer, text_encoder, clips, captions_per_clip: int = 1, batch_size: int = 16, progress: bool = True) -> dict:
     """Encode a dataset once for training: ``latents`` [N, C, F, h, w] (normalized, fp16),

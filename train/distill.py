@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset, open_log  # noqa: E402
+from dollar.checkpointing import open_log  # noqa: E402
+from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.denoiser import Denoiser  # noqa: E402
 from dollar.losses import (  # noqa: E402
     consistency_loss,

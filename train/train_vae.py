@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.data import WorldVideoDataset, open_log  # noqa: E402
+from dollar.checkpointing import open_log, resume_step, save_checkpoint  # noqa: E402
+from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.evaluation import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 
@@ -93,10 +94,8 @@ def main(cfg: VAETrainConfig) -> None:
     dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=0, two_object_fraction=cfg.two_object_fraction)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
     step = 0
-    if cfg.resume and os.path.isdir(ckpt_dir):
-        accelerator.load_state(ckpt_dir)
-        step = json.load(open(os.path.join(ckpt_dir, "step.json")))["step"]
-        accelerator.print(f"resumed from step {step}")
+    if cfg.resume:
+        step = resume_step(accelerator, ckpt_dir)
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
     start = time.time()
@@ -130,8 +129,7 @@ def main(cfg: VAETrainConfig) -> None:
         log.flush()
         out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-            accelerator.save_state(ckpt_dir)
-            json.dump({"step": step}, open(os.path.join(ckpt_dir, "step.json"), "w"))
+            save_checkpoint(accelerator, ckpt_dir, step)
         if out_of_time:
             accelerator.print(f"time limit reached at step {step}; rerun with --resume to continue")
             return

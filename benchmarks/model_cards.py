@@ -23,6 +23,18 @@ def _pct(h: dict, key: str) -> str:
     return f"{100 * h[key]:.1f}% (95% CI {100 * lo:.0f}-{100 * hi:.0f})"
 
 
+def _decoder_ft_line() -> str:
+    path = os.path.join(ROOT, "docs", "training", "vae_decoder_ft_log.jsonl")
+    if not os.path.exists(path):
+        return ""
+    rows = _log("vae_decoder_ft_log.jsonl")
+    return (
+        f"\n- **Decoder fine-tuning**: then {rows[-1]['step']} steps on the decoder alone (`--decoder_only`, encoder and latent"
+        " statistics frozen, so the teacher's latent space is unchanged), AdamW lr 5e-4, cosine. Log:"
+        " `docs/training/vae_decoder_ft_log.jsonl`."
+    )
+
+
 def _limitations(results: dict) -> str:
     h = results["heldout"][0]
     notes = []

@@ -104,6 +104,10 @@ Held-out prompts: {results["heldout"][0]["prompts"]} colour-shape-motion combina
 
 One 50-step video with CFG, end to end: {lat["end_to_end_s_median"]:.2f} s median on {results["machine"]["cpu_threads"]}
 CPU threads (denoising {lat["denoising_s_median"]:.2f} s, decoding {1000 * lat["decoding_s_median"]:.0f} ms).
+
+## Limitations
+
+{_limitations(results)}
 """
     vae_card = f"""# DOLLAR video VAE (embedded default)
 

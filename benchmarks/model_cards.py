@@ -42,7 +42,7 @@ def _limitations(results: dict) -> str:
         notes.append(
             f"Motion does not follow the prompt reliably ({100 * h['motion']:.0f}% against the project's 85% target): "
             "colour, size and background are right, but objects drift, jump between latent frames or stay still. "
-            "The VAE is not the cause (the checker reads motion correctly on its reconstructions); the teacher is "
+            "The VAE is not the cause (the checker reads motion correctly on its reconstructions); our best guess is that the teacher is "
             "undertrained for temporal coherence at this size and budget."
         )
     if h["colour"] < 0.90:

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.evaluation import psnr  # noqa: E402
-from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
+from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder, ltx_video_vae_config  # noqa: E402
 
 
 def candidates():
@@ -31,21 +31,7 @@ def candidates():
     yield "ours (CausalVideoAutoencoder)", lambda: CausalVideoAutoencoder(**TINY_VAE_CONFIG)
     yield (
         "AutoencoderKLLTXVideo (32,64,128), patch 2",
-        lambda: AutoencoderKLLTXVideo(
-            latent_channels=12,
-            block_out_channels=(32, 64, 128),
-            decoder_block_out_channels=(32, 64, 128),
-            down_block_types=("LTXVideoDownBlock3D",) * 3,
-            layers_per_block=(1, 1, 1, 1),
-            decoder_layers_per_block=(1, 1, 1, 1),
-            spatio_temporal_scaling=(True, True, False),
-            decoder_spatio_temporal_scaling=(True, True, False),
-            decoder_inject_noise=(False,) * 4,
-            downsample_type=("conv",) * 3,
-            upsample_residual=(False,) * 3,
-            upsample_factor=(1, 1, 1),
-            patch_size=2,
-        ),
+        lambda: AutoencoderKLLTXVideo(**ltx_video_vae_config(12, (32, 64, 128))),
     )
     yield (
         "AutoencoderKLWan base 32 (1,2,2), patch 2",

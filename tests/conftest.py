@@ -3,6 +3,8 @@ import os
 import pytest
 import torch
 
+from dollar.models import ltx_video_vae_config
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -10,21 +12,7 @@ BUNDLED_TEACHER = os.path.join(ROOT, "assets", "teacher")
 
 TEST_VAE_CONFIG = dict(latent_channels=4, block_out_channels=(16, 16), layers_per_block=1)
 # A stock diffusers video VAE at a tiny size: the pipeline must take it in place of ours.
-STOCK_LTX_VAE_CONFIG = dict(
-    latent_channels=4,
-    block_out_channels=(8, 16, 16),
-    decoder_block_out_channels=(8, 16, 16),
-    down_block_types=("LTXVideoDownBlock3D",) * 3,
-    layers_per_block=(1, 1, 1, 1),
-    decoder_layers_per_block=(1, 1, 1, 1),
-    spatio_temporal_scaling=(True, True, False),
-    decoder_spatio_temporal_scaling=(True, True, False),
-    decoder_inject_noise=(False,) * 4,
-    downsample_type=("conv",) * 3,
-    upsample_residual=(False,) * 3,
-    upsample_factor=(1, 1, 1),
-    patch_size=2,
-)
+STOCK_LTX_VAE_CONFIG = ltx_video_vae_config(latent_channels=4, block_out_channels=(8, 16, 16))
 TEST_TRANSFORMER_CONFIG = dict(
     patch_size=(1, 2, 2),
     num_attention_heads=2,

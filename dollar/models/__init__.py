@@ -10,6 +10,27 @@ with the interface of diffusers' video VAEs, so a stock one can replace it.
 # 17x64x64x3 / 5x8x8x12 = 54x compression.
 TINY_VAE_CONFIG = dict(latent_channels=12, patch_size=4, patch_size_t=4, block_out_channels=(96, 128), layers_per_block=2)
 
+
+def ltx_video_vae_config(latent_channels: int = 12, block_out_channels: tuple[int, int, int] = (32, 64, 128)) -> dict:
+    """Kwargs for a stock diffusers AutoencoderKLLTXVideo at this project's compression: 2x2 patches
+    and two spatio-temporal stride-2 stages (8x spatial, 4x temporal, causal first frame)."""
+    return dict(
+        latent_channels=latent_channels,
+        block_out_channels=block_out_channels,
+        decoder_block_out_channels=block_out_channels,
+        down_block_types=("LTXVideoDownBlock3D",) * 3,
+        layers_per_block=(1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, False),
+        decoder_inject_noise=(False,) * 4,
+        downsample_type=("conv",) * 3,
+        upsample_residual=(False,) * 3,
+        upsample_factor=(1, 1, 1),
+        patch_size=2,
+    )
+
+
 # WanTransformer3DModel: 2x2 spatial patches over the 5x8x8x12 latent -> 80 tokens,
 # width 128, 6 blocks, text states from MiniLM (384-d). ~2M parameters: sized so that it
 # trains on two CPU cores in under an hour and samples 50 CFG steps in about a second.
@@ -34,6 +55,7 @@ from dollar.models.latent_reward import LatentRewardModel  # noqa: E402
 from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
 
 __all__ = [
+    "ltx_video_vae_config",
     "CausalVideoAutoencoder",
     "LatentRewardModel",
     "choose_attention_backend",

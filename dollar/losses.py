@@ -161,3 +161,24 @@ def reward_finetune_loss(
 ) -> torch.Tensor:
     """L_FT = -E R_lat(G_theta(eps), c): gradients reach the student through R_lat only."""
     return -reward_model(student_latents, encoder_hidden_states).mean()
+
+
+# --- DDPO baseline (the paper's comparison point for LRM) ----------------------------------
+
+
+def ddpo_loss(policy_mean, trajectory, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE over a stochastic rollout (DDPO-SF): -E[A * sum_k log N(x_{k+1}; mu_theta(x_k, t_k), s_k^2)].
+
+    ``trajectory``: (x_k, t_k, x_{k+1}, s_k) tuples recorded without gradients, where x_{k+1}
+    was drawn around ``policy_mean(x_k, t_k)`` with std ``s_k``. For a few-step student the
+    policy is its own sampler: the mean is sqrt(a_{k+1}) x0_hat (re-noising has std
+    sqrt(1 - a_{k+1})); the last step draws x0 around x0_hat with an exploration std.
+    ``advantages`` [B]: normalised rewards. The log-density is averaged over elements rather
+    than summed (a constant rescaling of the gradient, so learning rates carry over between
+    resolutions). The reward itself is never differentiated: any black box works.
+    """
+    logp = 0.0
+    for x, t, x_next, std in trajectory:
+        mu = policy_mean(x, t)
+        logp = logp - ((x_next.detach() - mu) ** 2).flatten(1).mean(1) / (2 * std**2)
+    return -(advantages.detach().to(mu.dtype) * logp).mean()

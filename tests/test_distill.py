@@ -37,6 +37,8 @@ def _cfg(teacher, out, *extra):
             "1",
             "--checkpoint_every",
             "1",
+            "--validation_prompts",
+            "2",
             *extra,
         ]
     )
@@ -49,6 +51,7 @@ def _cfg(teacher, out, *extra):
         (["--vsd", "false", "--lrm", "false"], {"loss_cd"}),
         (["--lrm", "false"], {"loss_vsd", "loss_cd", "loss_fake"}),
         ([], {"loss_vsd", "loss_cd", "loss_fake", "loss_lrm_fit", "loss_ft"}),
+        (["--reward_method", "ddpo", "--cd", "false"], {"loss_vsd", "loss_fake", "loss_ddpo", "reward_generated"}),
     ],
 )
 def test_one_iteration_of_each_ablation_writes_a_loadable_student(tiny_teacher, tmp_path, flags, losses):
@@ -77,7 +80,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_teacher, tmp_path):
     b = load_file(str(tmp_path / "b" / "transformer" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x)["iteration"] for x in open(tmp_path / "b" / "train_log.jsonl")]
-    assert rows == [1, 2, 3]
+    assert rows == [0, 1, 2, 3]  # 0: the validation before training
 
 
 @pytest.mark.parametrize(
@@ -88,6 +91,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_teacher, tmp_path):
         (["--timesteps", "500,999"], "descending"),
         (["--vsd", "false", "--cd", "false", "--lrm", "false"], "every loss is off"),
         (["--vsd_weight", "0", "--cd_weight", "0", "--reward_weight", "0"], "every loss is off"),
+        (["--reward_method", "ppo"], "reward_method"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tiny_teacher, tmp_path, capsys, flags, message):
@@ -114,3 +118,31 @@ def test_yaml_config_with_command_line_override(tiny_teacher, tmp_path):
 def test_shipped_configs_parse(name):
     cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", name)])
     assert cfg.num_steps in (1, 2, 4) and cfg.vsd and cfg.cd and cfg.lrm
+
+
+def test_validation_logs_checker_accuracy_and_videos(tiny_teacher, tmp_path):
+    out = tmp_path / "v"
+    result = distill.main(_cfg(tiny_teacher, out, "--lrm", "false", "--max_iters", "2", "--validate_every", "2"))
+    record = result["history"][-1]
+    assert 0.0 <= record["val_colour"] <= 1.0 and 0.0 <= record["val_motion"] <= 1.0 and "val_reward" in record
+    assert sorted(os.listdir(out / "validation")) == ["iteration-0000000.mp4", "iteration-0000002.mp4"]
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(out / "distill") for name in files)
+
+
+def test_collapse_sentinel_rolls_back_to_the_last_healthy_checkpoint(tiny_teacher, tmp_path):
+    out = tmp_path / "r"
+    distill.main(_cfg(tiny_teacher, out, "--lrm", "false", "--cd", "false", "--max_iters", "2", "--validate_every", "0"))
+    # Now every validation looks "static" (threshold above any real clip): iteration 3 is flagged,
+    # the run reloads iteration 2 (saved healthy), halves the generator lr and goes on.
+    result = distill.main(
+        _cfg(
+            tiny_teacher,
+            out,
+            *("--lrm", "false", "--cd", "false", "--max_iters", "3", "--validate_every", "1", "--resume", "latest"),
+            *("--sentinel_static_ratio", "1e9", "--max_rollbacks", "1"),
+        )
+    )
+    assert result["rollbacks"] == 1 and result["iterations"] == 3
+    flagged = [r for r in result["history"] if r.get("sentinel")]
+    assert flagged[0]["rolled_back_to"] == 2 and "static" in flagged[0]["sentinel"][0]
+    assert result["history"][-1]["lr_generator"] == pytest.approx(0.5 * flagged[0]["lr_generator"])

@@ -8,32 +8,44 @@ variational score distillation + consistency distillation + latent reward model 
 
 One iteration, in order: a generator step on w_vsd L_VSD + w_cd L_CD; ``fake_steps`` updates of
 the fake score on the student's samples; one fit of the latent reward model on decoded real and
-generated clips; a generator step on -w_r R_lat. Batches and noise are functions of the
-iteration number, so ``--resume latest`` continues exactly where the last checkpoint left off.
+generated clips; a generator step on -w_r R_lat (or, with ``--reward_method ddpo``, one
+REINFORCE step on decoded rewards over the student's own stochastic steps: the baseline).
+Batches and noise are functions of the iteration number, so ``--resume latest`` continues
+exactly where the last checkpoint left off.
+
+Every ``validate_every`` iterations the student renders the held-out prompts: the videos go to
+``<output_dir>/validation/``, the checker accuracy and reward to the trackers (TensorBoard by
+default) and the JSONL log, and the collapse sentinel (dollar/sentinel.py) checks them; with
+``--rollback`` it reloads the last healthy checkpoint and halves the generator learning rate.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dollar import world  # noqa: E402
 from dollar.checkpointing import open_log  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.denoiser import Denoiser  # noqa: E402
+from dollar.evaluation import checker_accuracy  # noqa: E402
 from dollar.losses import (  # noqa: E402
     consistency_loss,
+    ddpo_loss,
     fake_score_loss,
     latent_reward_fit_loss,
     reward_finetune_loss,
@@ -42,8 +54,10 @@ from dollar.losses import (  # noqa: E402
 from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
-from dollar.sampling import student_training_input  # noqa: E402
+from dollar.sampling import multistep_sample, student_training_input  # noqa: E402
 from dollar.schedule import STUDENT_TIMESTEPS, trailing_timesteps  # noqa: E402
+from dollar.sentinel import CollapseSentinel, video_health  # noqa: E402
+from dollar.video import save_video  # noqa: E402
 
 
 @dataclass
@@ -72,10 +86,23 @@ class DistillConfig:
     cd_skip: int = 5  # m teacher DDIM steps on the 50-step grid
     ema_decay: float = 0.95  # EMA of the student, the CD target network
     reward: str = "alignment"  # a name from dollar.rewards, or clip:<model>
+    reward_method: str = "lrm"  # "lrm" (latent reward model) or "ddpo" (REINFORCE on decoded rewards: the baseline)
+    ddpo_sigma: float = 0.1  # DDPO: exploration std of the last (x0) step, in latent units
     lrm_text_conditioned: bool = True
     checkpoint_every: int = 50
     seed: int = 0
     resume: str = ""  # "latest", or a checkpoint folder
+    report_to: str = "tensorboard"  # accelerate tracker(s): tensorboard, wandb, ...; "none" = JSONL log only
+    validate_every: int = 100  # held-out validation videos + checker accuracy every N iterations (0 = off)
+    validation_prompts: int = 16
+    sentinel: bool = True  # warn when outputs go static / solid / noisy, or on reward hacking
+    rollback: bool = True  # ... and reload the last healthy checkpoint, halving the generator learning rate
+    max_rollbacks: int = 3  # then keep going (and keep warning)
+    sentinel_static_ratio: float = 0.15  # "static": temporal variation below this share of real clips'
+    sentinel_solid_ratio: float = 0.25  # "solid": spatial variation below this share of real clips'
+    sentinel_noise_ratio: float = 3.0  # "noise": roughness above this multiple of real clips'
+    sentinel_accuracy_drop: float = 0.10  # "reward hacking": held-out checker down this much while the reward rises
+    find_unused_parameters: bool = False  # DDP, for teachers with parameters the student path skips
     mixed_precision: str = "no"
     attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
     gradient_checkpointing: bool = False
@@ -132,6 +159,12 @@ def validate(cfg: DistillConfig) -> None:
             raise SystemExit(f"error: {err}") from None
     if cfg.batch_size < 1 or cfg.max_iters < 1 or cfg.fake_steps < 0 or cfg.cd_skip < 1:
         raise SystemExit("error: batch_size, max_iters and cd_skip must be positive and fake_steps non-negative.")
+    if cfg.reward_method not in ("lrm", "ddpo"):
+        raise SystemExit(f"error: --reward_method must be 'lrm' or 'ddpo', got {cfg.reward_method!r}.")
+    if cfg.validate_every < 0 or cfg.validation_prompts < 1 or cfg.ddpo_sigma <= 0:
+        raise SystemExit("error: validate_every must be >= 0, validation_prompts >= 1 and ddpo_sigma > 0.")
+    if cfg.report_to not in ("none", "") and cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise SystemExit("error: --report_to tensorboard needs the tensorboard package; pip install tensorboard or pass --report_to none.")
     if cfg.resume and cfg.resume != "latest" and not os.path.isdir(cfg.resume):
         raise SystemExit(f"error: --resume {cfg.resume} is not a checkpoint folder; use 'latest' or an existing folder.")
 
@@ -146,8 +179,35 @@ def load_teacher(name: str) -> DollarPipeline:
     return pipe
 
 
+def validation_set(cfg: DistillConfig, clips, prompts: list[str]) -> list[str]:
+    """Held-out world prompts (never seen in training) for the built-in world; else the first captions."""
+    if cfg.data:
+        return prompts[: cfg.validation_prompts]
+    return [p.prompt for p in world.heldout_prompts(max(cfg.validation_prompts, 1))][: cfg.validation_prompts]
+
+
+@torch.no_grad()
+def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, grid: list[int], alphas, seed: int, device) -> np.ndarray:
+    """The student's videos (uint8 [N, T, H, W, 3]) for ``prompts`` at fixed seeds."""
+    text = encode(prompts)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((len(prompts), *latent_shape), generator=g).to(device)
+
+    def den(x, t):
+        return student_den(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), text)
+
+    latents = multistep_sample(den, x, grid, alphas, g)
+    return postprocess_video(pipe.decode_latents(latents), "np")
+
+
 def main(cfg: DistillConfig) -> dict:
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    trackers = None if cfg.report_to in ("", "none") else cfg.report_to.split(",")
+    accelerator = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        log_with=trackers,
+        project_dir=cfg.output_dir,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
+    )
     set_seed(cfg.seed)
     grid = student_grid(cfg)
     pipe = load_teacher(cfg.teacher)
@@ -181,7 +241,7 @@ def main(cfg: DistillConfig) -> dict:
     reward_model = LatentRewardModel(
         latent_channels=c, first_kernel=stride, first_stride=stride, text_dim=text_states.shape[-1] if cfg.lrm_text_conditioned else 0
     )
-    reward_fn = get_reward(cfg.reward) if cfg.lrm else None
+    reward_fn = get_reward(cfg.reward) if cfg.lrm or cfg.validate_every else None
 
     opt_g = torch.optim.AdamW(student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
     opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
@@ -195,6 +255,25 @@ def main(cfg: DistillConfig) -> dict:
     ema_den = Denoiser(ema_student, alphas, pt)
     cd_grid = trailing_timesteps(50)
 
+    # Validation and the collapse sentinel: held-out prompts at fixed seeds, real-clip statistics.
+    val_prompts = validation_set(cfg, clips, prompts)
+    tok, enc = pipe.tokenizer, pipe.text_encoder
+
+    def encode(texts):
+        from dollar.text import encode_prompts
+
+        return encode_prompts(tok, enc, texts).float().to(device)
+
+    with torch.no_grad():
+        real_frames = postprocess_video(pipe.decode_latents(latents[: max(cfg.validation_prompts, 8)].float().to(device)), "np")
+    sentinel = CollapseSentinel(
+        reference=video_health(real_frames),
+        static_ratio=cfg.sentinel_static_ratio,
+        solid_ratio=cfg.sentinel_solid_ratio,
+        noise_ratio=cfg.sentinel_noise_ratio,
+        accuracy_drop=cfg.sentinel_accuracy_drop,
+    )
+
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     it = 0
     if cfg.resume:
@@ -204,10 +283,55 @@ def main(cfg: DistillConfig) -> dict:
             folder = os.path.join(ckpt_root, found[-1]) if found else ""
         if folder:
             accelerator.load_state(folder)
-            it = json.load(open(os.path.join(folder, "iteration.json")))["iteration"]
+            saved = json.load(open(os.path.join(folder, "iteration.json")))
+            it = saved["iteration"]
+            sentinel.load_state_dict(saved.get("sentinel", {}))
             accelerator.print(f"resumed from {folder} (iteration {it})")
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), it)
+    if trackers:
+        accelerator.init_trackers("distill", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
+    healthy = True  # the verdict of the latest validation; stored with each checkpoint
+    rollbacks = 0
+    last_train_reward = None
+
+    def validate_now(iteration: int) -> dict:
+        """Render, score, save, check. Returns the record fields (and the sentinel's reasons)."""
+        frames = render_student(student_den, pipe, encode, val_prompts, latents.shape[1:], grid, alphas, cfg.seed + 12345, device)
+        out = {}
+        if not cfg.data:
+            acc = checker_accuracy(list(frames), val_prompts)
+            out.update(val_colour=acc["colour"], val_motion=acc["motion"])
+        if reward_fn is not None:
+            out["val_reward"] = float(np.mean(reward_fn(frames, val_prompts)))
+        accuracy = None if cfg.data else (out["val_colour"] + out["val_motion"]) / 2
+        reasons = sentinel.check(frames, accuracy, last_train_reward) if cfg.sentinel else []
+        out.update(val_temporal=sentinel.history[-1]["temporal"] if cfg.sentinel else None, sentinel=reasons)
+        if accelerator.is_main_process:
+            os.makedirs(os.path.join(cfg.output_dir, "validation"), exist_ok=True)
+            strip = np.concatenate(list(frames[:4]), axis=2)  # four prompts side by side
+            save_video(strip, os.path.join(cfg.output_dir, "validation", f"iteration-{iteration:07d}.mp4"))
+        return out
+
+    def roll_back(reasons: list[str]) -> int | None:
+        """Reload the newest checkpoint saved while healthy; returns its iteration (None: none)."""
+        found = sorted(os.listdir(ckpt_root)) if os.path.isdir(ckpt_root) else []
+        for name in reversed(found):
+            info = json.load(open(os.path.join(ckpt_root, name, "iteration.json")))
+            if info.get("healthy", True) and info["iteration"] < it:
+                accelerator.load_state(os.path.join(ckpt_root, name))
+                for group in opt_g.param_groups:
+                    group["lr"] *= 0.5
+                accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. Rolled back to {name}, generator lr halved.")
+                return info["iteration"]
+        accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. No healthy checkpoint to roll back to; continuing.")
+        return None
+
+    if cfg.validate_every and it == 0:
+        first = validate_now(0)
+        accelerator.print(f"validation before training: {first}")
+        if accelerator.is_main_process:
+            log.write(json.dumps({"iteration": 0, **first}) + "\n")
     bar = tqdm(total=cfg.max_iters, initial=it, disable=not accelerator.is_main_process)
     history = []
     start_time = time.time()
@@ -278,12 +402,37 @@ def main(cfg: DistillConfig) -> dict:
             record["loss_fake"] = loss_f.item() if cfg.fake_steps else None
 
         # 3. Latent reward model: fit on decoded real and generated clips; 4. climb it.
-        if cfg.lrm and cfg.reward_weight > 0:
+        batch_prompts = [prompts[i] for i in idx.tolist()]
+        if cfg.lrm and cfg.reward_weight > 0 and cfg.reward_method == "ddpo":
+            # REINFORCE over the student's own steps: re-noising is the policy's Gaussian, the
+            # last step explores around x0_hat with std ddpo_sigma; rewards on decoded pixels.
+            trajectory, scales = [], {}
+            with torch.no_grad():
+                x = torch.randn(x0_real.shape, generator=g).to(device)
+                for k, t in enumerate(grid):
+                    tt = torch.full((cfg.batch_size,), t, dtype=torch.long, device=device)
+                    x0_hat = student_den(x, tt, text)[0]
+                    a_next = alphas[grid[k + 1]] if k + 1 < len(grid) else None
+                    scale, std = (a_next.sqrt().item(), (1 - a_next).sqrt().item()) if a_next is not None else (1.0, cfg.ddpo_sigma)
+                    x_next = scale * x0_hat + std * torch.randn(x.shape, generator=g).to(device)
+                    trajectory.append((x, tt, x_next, std))
+                    scales[t] = scale
+                    x = x_next
+                frames = postprocess_video(pipe.decode_latents(x), "np")
+                rewards = torch.as_tensor(reward_fn(frames, batch_prompts), dtype=torch.float32, device=device)
+                advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6) if cfg.batch_size > 1 else rewards * 0
+            loss_pg = ddpo_loss(lambda x, tt: scales[int(tt[0])] * student_den(x, tt, text)[0], trajectory, advantages)
+            opt_g.zero_grad(set_to_none=True)
+            accelerator.backward(cfg.reward_weight * loss_pg)
+            accelerator.clip_grad_norm_(student.parameters(), 1.0)
+            opt_g.step()
+            last_train_reward = rewards.mean().item()
+            record.update(loss_ddpo=loss_pg.item(), reward_generated=last_train_reward)
+        elif cfg.lrm and cfg.reward_weight > 0:
             both = torch.cat([x_fake_data, x0_real])
             with torch.no_grad():
                 frames = postprocess_video(pipe.decode_latents(both), "np")
-            batch_prompts = [prompts[i] for i in idx.tolist()] * 2
-            rewards = torch.as_tensor(reward_fn(frames, batch_prompts), dtype=torch.float32, device=device)
+            rewards = torch.as_tensor(reward_fn(frames, batch_prompts * 2), dtype=torch.float32, device=device)
             both_text = torch.cat([text, text]) if cfg.lrm_text_conditioned else None
             loss_fit = latent_reward_fit_loss(reward_model, both, rewards, both_text)
             opt_r.zero_grad(set_to_none=True)
@@ -296,6 +445,7 @@ def main(cfg: DistillConfig) -> dict:
             accelerator.clip_grad_norm_(student.parameters(), 1.0)
             opt_g.step()
             opt_r.zero_grad(set_to_none=True)  # the reward model is not trained by L_FT
+            last_train_reward = rewards[: cfg.batch_size].mean().item()
             record.update(
                 loss_lrm_fit=loss_fit.item(),
                 reward_generated=rewards[: cfg.batch_size].mean().item(),
@@ -304,17 +454,36 @@ def main(cfg: DistillConfig) -> dict:
             )
 
         it += 1
+        record["lr_generator"] = opt_g.param_groups[0]["lr"]
+        rolled_back_to = None
+        if cfg.validate_every and it % cfg.validate_every == 0:
+            record.update(validate_now(it))
+            healthy = not record["sentinel"]
+            if not healthy:
+                accelerator.print(f"collapse sentinel at iteration {it}: {'; '.join(record['sentinel'])}")
+                if cfg.rollback and rollbacks < cfg.max_rollbacks:
+                    rolled_back_to = roll_back(record["sentinel"])
+                    rollbacks += rolled_back_to is not None
+                    record["rolled_back_to"] = rolled_back_to
         history.append(record)
         bar.update(1)
         if accelerator.is_main_process:
             log.write(json.dumps(record) + "\n")
             log.flush()
+        accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float)) and v is not None}, step=it)
+        if rolled_back_to is not None:
+            it = rolled_back_to
+            bar.n = it
+            healthy = True
+            continue
         if it % cfg.checkpoint_every == 0 or it == cfg.max_iters:
             folder = os.path.join(ckpt_root, f"iteration-{it:07d}")
             accelerator.save_state(folder)
             if accelerator.is_main_process:
-                json.dump({"iteration": it}, open(os.path.join(folder, "iteration.json"), "w"))
+                info = {"iteration": it, "healthy": healthy, "sentinel": sentinel.state_dict()}
+                json.dump(info, open(os.path.join(folder, "iteration.json"), "w"))
     bar.close()
+    accelerator.end_training()
 
     if accelerator.is_main_process:
         final = copy.deepcopy(accelerator.unwrap_model(student)).eval()
@@ -332,7 +501,7 @@ def main(cfg: DistillConfig) -> dict:
         if cfg.lrm:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
-    return {"iterations": it, "history": history}
+    return {"iterations": it, "history": history, "rollbacks": rollbacks, "student": accelerator.unwrap_model(student)}
 
 
 if __name__ == "__main__":

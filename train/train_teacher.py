@@ -1,4 +1,4 @@
-"""Train the latent video teacher (stock WanTransformer3DModel, small config) with the
+"""Train the latent video teacher (WanTransformer3DModel with absolute positions, small config) with the
 conjugate-velocity loss on the 1000-step DDPM schedule and ~10% prompt dropout for CFG.
 
     python train/train_teacher.py --vae assets/vae --output_dir assets/teacher
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import DDIMScheduler, WanTransformer3DModel
+from diffusers import DDIMScheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.checkpointing import open_log, resume_step, save_checkpoint  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
-from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, set_attention_backend  # noqa: E402
+from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, DollarWanTransformer3DModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
 from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
 from dollar.text import load_text_encoder  # noqa: E402
@@ -59,7 +59,8 @@ class TeacherTrainConfig:
     attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
     gradient_checkpointing: bool = False
     save_fp16: bool = True
-    model_config: str = ""  # JSON file with WanTransformer3DModel kwargs; empty = the tiny default
+    model_config: str = ""  # JSON file with DollarWanTransformer3DModel kwargs; empty = the tiny default
+    init_from: str = ""  # start from this teacher (pipeline folder or bundled name); its architecture wins
 
 
 def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Tensor]:
@@ -80,19 +81,41 @@ def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Te
     return cache
 
 
+def load_initial_transformer(name_or_path: str) -> DollarWanTransformer3DModel:
+    """The transformer of a saved teacher, in fp32. A stock Wan checkpoint gains the (zero-initialised)
+    absolute positions, so fine-tuning starts from exactly the model it loaded."""
+    from diffusers import WanTransformer3DModel
+
+    from dollar.pipeline import resolve_model
+
+    sub = os.path.join(resolve_model(name_or_path), "transformer")
+    if not os.path.exists(os.path.join(sub, "config.json")):
+        raise SystemExit(f"{name_or_path} has no transformer/config.json; pass a saved teacher pipeline folder to --init_from.")
+    config = json.load(open(os.path.join(sub, "config.json")))
+    cls = DollarWanTransformer3DModel if config.get("_class_name") == "DollarWanTransformer3DModel" else WanTransformer3DModel
+    transformer = cls.from_pretrained(sub, torch_dtype=torch.float32)
+    if not isinstance(transformer, DollarWanTransformer3DModel):
+        transformer = DollarWanTransformer3DModel.from_wan(transformer)
+    return transformer.float().train()
+
+
 def main(cfg: TeacherTrainConfig) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
-    if not os.path.isdir(cfg.vae):
-        raise SystemExit(f"VAE folder {cfg.vae} not found; train one with train/train_vae.py or pass --vae.")
+    if not os.path.isfile(os.path.join(cfg.vae, "config.json")):
+        raise SystemExit(f"VAE folder {cfg.vae} not found (no config.json there); train one with train/train_vae.py or pass --vae.")
     vae = CausalVideoAutoencoder.from_pretrained(cfg.vae).eval()
     cache = build_cache(cfg, vae, accelerator)
     latents, text_states, null_states = cache["latents"], cache["text_states"], cache["null_states"]
     n, k_per_clip = latents.shape[0], text_states.shape[1]
 
-    model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
-    model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
-    transformer = WanTransformer3DModel(**model_kwargs)
+    if cfg.init_from:
+        transformer = load_initial_transformer(cfg.init_from)
+        accelerator.print(f"starting from the transformer of {cfg.init_from}")
+    else:
+        model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
+        model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
+        transformer = DollarWanTransformer3DModel(**model_kwargs)
     accelerator.print(f"attention backend: {set_attention_backend(transformer, cfg.attention_backend)}")
     if cfg.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()

@@ -52,9 +52,11 @@ TINY_TEACHER_CONFIG = dict(
 
 from dollar.models.attention import choose_attention_backend, set_attention_backend  # noqa: E402
 from dollar.models.latent_reward import LatentRewardModel  # noqa: E402
+from dollar.models.transformer import DollarWanTransformer3DModel  # noqa: E402
 from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
 
 __all__ = [
+    "DollarWanTransformer3DModel",
     "ltx_video_vae_config",
     "CausalVideoAutoencoder",
     "LatentRewardModel",

@@ -114,7 +114,20 @@ def test_yaml_config_with_command_line_override(tiny_teacher, tmp_path):
         _cfg(tiny_teacher, tmp_path / "y", "--config", str(config))
 
 
-@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(ROOT, "train", "configs")) if f.endswith(".yaml")))
+CONFIGS = sorted(os.listdir(os.path.join(ROOT, "train", "configs")))
+
+
+@pytest.mark.parametrize("name", [f for f in CONFIGS if f.startswith("accelerate-")])
+def test_shipped_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(os.path.join(ROOT, "train", "configs", name))
+    assert config.distributed_type in ("FSDP", "MULTI_GPU") and config.num_processes > 1
+    if config.distributed_type == "FSDP":
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "WanTransformerBlock"
+
+
+@pytest.mark.parametrize("name", [f for f in CONFIGS if f.startswith("student-")])
 def test_shipped_configs_parse(name):
     cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", name)])
     assert cfg.num_steps in (1, 2, 4) and cfg.vsd and cfg.cd and cfg.lrm

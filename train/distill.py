@@ -388,6 +388,7 @@ def main(cfg: DistillConfig) -> dict:
             opt_g.step()
         with torch.no_grad():
             for p_ema, p in zip(ema_student.parameters(), accelerator.unwrap_model(student).parameters()):
+                p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP2 shards are DTensors
                 p_ema.lerp_(p.detach(), 1.0 - cfg.ema_decay)
 
         # 2. Fake score on the student's samples.

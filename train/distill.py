@@ -85,7 +85,7 @@ class DistillConfig:
     cd_guidance_w: float = 7.5  # CFG w of the teacher inside CD
     cd_skip: int = 5  # m teacher DDIM steps on the 50-step grid
     ema_decay: float = 0.95  # EMA of the student, the CD target network
-    reward: str = "alignment"  # a name from dollar.rewards, or clip:<model>
+    reward: str = "motion"  # a name from dollar.rewards (motion = the paper's dynamic degree), or clip:<model>
     reward_method: str = "lrm"  # "lrm" (latent reward model) or "ddpo" (REINFORCE on decoded rewards: the baseline)
     ddpo_sigma: float = 0.1  # DDPO: exploration std of the last (x0) step, in latent units
     lrm_text_conditioned: bool = True

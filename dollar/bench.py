@@ -1,0 +1,219 @@
+"""Latency benchmark: every model timed in one run on the same machine.
+
+    python -m dollar.bench --models teacher teacher:steps=4 student-4 --runs 10 --out bench.json
+
+For each model: median and spread (interquartile range, min, max) of text encoding, denoising,
+decoding and end-to-end seconds over ``--runs`` timed runs after ``--warmup`` untimed ones,
+network evaluations, peak memory, and the speedup over the reference (the 50-step teacher).
+Writes JSON and a bar chart (PNG) beside it. Model specs as in ``python -m dollar.evaluate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+import torch
+
+from dollar.evaluate import load_pipeline, parse_model_spec
+
+PARTS = ("text_encoding_s", "denoising_s", "decoding_s", "end_to_end_s")
+
+
+def _rss_bytes() -> int | None:
+    """Resident set size of this process now (Linux), or None."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class PeakMemory:
+    """Peak memory over a block. CUDA: ``torch.cuda.max_memory_allocated``. CPU: the resident set
+    size sampled every millisecond by a thread (torch's CPU allocator is invisible to
+    tracemalloc), reported as the peak and as the rise above the level at entry."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak = self.start = None
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+            return self
+        self.start = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.001):
+            rss = _rss_bytes()
+            if rss is not None:
+                self.peak = max(self.peak or 0, rss)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            rss = _rss_bytes()
+            if rss is not None:
+                self.peak = max(self.peak or 0, rss)
+        return False
+
+    def report(self) -> dict:
+        kind = "cuda_max_memory_allocated" if self.device.type == "cuda" else "cpu_peak_rss"
+        if self.peak is None:
+            return {"kind": kind, "peak_mib": None, "increase_mib": None}
+        return {"kind": kind, "peak_mib": self.peak / 2**20, "increase_mib": (self.peak - self.start) / 2**20}
+
+
+def spread(values) -> dict:
+    x = np.asarray(values, dtype=np.float64)
+    q25, q50, q75 = np.percentile(x, [25, 50, 75])
+    return {"median": float(q50), "q25": float(q25), "q75": float(q75), "min": float(x.min()), "max": float(x.max()), "runs": len(x)}
+
+
+def bench_model(pipe, spec, prompt: str, runs: int, warmup: int, batch_size: int) -> dict:
+    """Time ``runs`` generations of ``batch_size`` videos (after ``warmup`` untimed ones)."""
+    device = pipe._execution_device
+    samples = {k: [] for k in PARTS}
+    nfe, peak = None, None
+    for i in range(warmup + runs):
+        generators = [torch.Generator().manual_seed(1000 * i + j) for j in range(batch_size)]
+        with PeakMemory(device) as memory:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            out = pipe([prompt] * batch_size, num_inference_steps=spec.steps, guidance_scale=spec.guidance, generator=generators)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            total = time.perf_counter() - start
+        if i < warmup:
+            continue
+        for key in PARTS[:-1]:
+            samples[key].append(out.timings[key])
+        samples["end_to_end_s"].append(total)
+        nfe = out.timings["nfe"]
+        peak = memory.report() if peak is None else max(peak, memory.report(), key=lambda r: r["peak_mib"] or 0)
+    return {"spec": asdict(spec), "nfe": nfe, "batch_size": batch_size, **{k: spread(v) for k, v in samples.items()}, "memory": peak}
+
+
+def plot(result: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result["models"])
+    rows = [result["models"][k] for k in labels]
+    y = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(labels) + 1.5))
+    left = np.zeros(len(labels))
+    for key, colour in zip(PARTS[:-1], ("#999999", "#4477aa", "#ee6677")):
+        width = np.array([r[key]["median"] for r in rows])
+        ax.barh(y, width, left=left, color=colour, label=key.replace("_s", "").replace("_", " "))
+        left += width
+    e2e = np.array([r["end_to_end_s"]["median"] for r in rows])
+    err = np.array([[m - r["end_to_end_s"]["q25"], r["end_to_end_s"]["q75"] - m] for m, r in zip(e2e, rows)]).T
+    ax.errorbar(e2e, y, xerr=err, fmt="none", ecolor="black", capsize=3, label="end to end (IQR)")
+    for yi, r, m in zip(y, rows, e2e):
+        ax.text(m, yi, f"  {r['speedup_end_to_end']:.1f}x, {r['nfe']} NFE", va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"seconds per batch of {rows[0]['batch_size']} (median of {rows[0]['end_to_end_s']['runs']} runs)")
+    ax.set_title(f"Latency on {result['machine']['device']} ({result['machine']['threads']} threads); speedup vs {result['reference']}")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dollar.evaluate import nonnegative_int
+    from dollar.generate import positive_int
+
+    p = argparse.ArgumentParser(prog="python -m dollar.bench", description=__doc__.strip().splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["teacher", "teacher:steps=4"], help="model specs (see python -m dollar.evaluate --help)")
+    p.add_argument(
+        "--reference", default="teacher", help="the model the speedup is measured against (run too); default: the 50-step teacher"
+    )
+    p.add_argument("--prompt", default="a red circle moving left on a black background")
+    p.add_argument("--runs", type=positive_int, default=5)
+    p.add_argument("--warmup", type=nonnegative_int, default=1)
+    p.add_argument("--batch-size", type=positive_int, default=1)
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", default="bench.json", help="JSON path; the plot is written beside it as .png")
+    args = p.parse_args(argv)
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is visible; use --device cpu.")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+            raise FileNotFoundError(f"The output folder of {args.out} does not exist; create it first.")
+        specs = [parse_model_spec(m) for m in dict.fromkeys([args.reference, *args.models])]
+        cache: dict = {}
+        for spec in specs:  # load all first: a bad name fails before any timing
+            load_pipeline(spec, cache)
+        for pipe, _ in cache.values():
+            pipe.to(device)
+        result = {
+            "machine": {
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(),
+                "platform": platform.platform(),
+                "torch": torch.__version__,
+            },
+            "prompt": args.prompt,
+            "reference": specs[0].label,
+            "models": {},
+        }
+        for spec in specs:
+            pipe = load_pipeline(spec, cache)
+            result["models"][spec.label] = bench_model(pipe, spec, args.prompt, args.runs, args.warmup, args.batch_size)
+            r = result["models"][spec.label]
+            print(
+                f"{spec.label}: {r['nfe']} NFE, end to end {r['end_to_end_s']['median']:.3f} s "
+                f"[{r['end_to_end_s']['q25']:.3f}, {r['end_to_end_s']['q75']:.3f}], denoising {r['denoising_s']['median']:.3f} s, "
+                f"decoding {r['decoding_s']['median']:.3f} s, peak memory {r['memory']['peak_mib'] or float('nan'):.0f} MiB",
+                file=sys.stderr,
+            )
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ref = result["models"][specs[0].label]
+    for r in result["models"].values():
+        r["speedup_end_to_end"] = ref["end_to_end_s"]["median"] / r["end_to_end_s"]["median"]
+        r["speedup_denoising"] = ref["denoising_s"]["median"] / max(r["denoising_s"]["median"], 1e-12)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    plot(result, os.path.splitext(args.out)[0] + ".png")
+    for label, r in result["models"].items():
+        print(f"{label}\t{r['nfe']} NFE\t{r['end_to_end_s']['median']:.3f} s\t{r['speedup_end_to_end']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

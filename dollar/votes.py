@@ -1,0 +1,429 @@
+"""The vote store: blind battles and the human votes on them, in SQLAlchemy.
+
+A local SQLite file (WAL mode) by default, any SQLAlchemy URL (PostgreSQL) for several
+replicas. One vote per battle is enforced by the database itself: a unique constraint on
+``votes.battle_id`` and a conditional ``open -> voted`` update inside the same transaction,
+so two racing requests cannot both succeed whichever replica serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+CRITERIA = ("visual_quality", "text_alignment", "motion", "overall")
+CRITERION_QUESTIONS = {
+    "visual_quality": "Visual quality: which video looks better (sharp, clean, no artefacts)?",
+    "text_alignment": "Text-video alignment: which video matches the prompt better?",
+    "motion": "Motion: which video moves better (natural, smooth, as described)?",
+    "overall": "Overall preference: which video do you prefer?",
+}
+ANSWERS = ("A", "B", "tie", "both_bad")
+ANSWER_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+PROMPT_ORIGINS = ("heldout", "user")
+BATTLE_STATUSES = ("open", "voted", "skipped", "void")
+DEFAULT_BATTLE_TTL_S = 30 * 60
+ENV_DATA_DIR = "DOLLAR_DATA_DIR"
+ENV_DB_URL = "DOLLAR_DB_URL"
+
+
+class VoteError(ValueError):
+    """A vote or battle request that cannot be honoured; the message says what to do."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)  # naive UTC: SQLite and PostgreSQL agree
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class BattleRow(Base):
+    """A pair of videos shown blind. ``model_a`` is on the left; ``swapped`` says the pairing
+    drawn as (first, second) was shown as (second, first)."""
+
+    __tablename__ = "battles"
+    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
+    session_hash: Mapped[str] = mapped_column(sa.String(128), index=True)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    shown_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(sa.DateTime)
+    prompt: Mapped[str] = mapped_column(sa.Text)
+    prompt_origin: Mapped[str] = mapped_column(sa.String(16))
+    counts_for_board: Mapped[bool] = mapped_column(sa.Boolean)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    model_a: Mapped[str] = mapped_column(sa.String(256))
+    model_b: Mapped[str] = mapped_column(sa.String(256))
+    swapped: Mapped[bool] = mapped_column(sa.Boolean)
+    video_hash_a: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    video_hash_b: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    pool_item: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True)
+    void_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+
+
+class VoteRow(Base):
+    """One vote; a copy of the battle's facts so that an export is self-contained."""
+
+    __tablename__ = "votes"
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    battle_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("battles.id"), unique=True)
+    session_hash: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
+    prompt: Mapped[str] = mapped_column(sa.Text)
+    prompt_origin: Mapped[str] = mapped_column(sa.String(16))
+    counts_for_board: Mapped[bool] = mapped_column(sa.Boolean)
+    seed: Mapped[int] = mapped_column(sa.BigInteger)
+    model_a: Mapped[str] = mapped_column(sa.String(256))
+    model_b: Mapped[str] = mapped_column(sa.String(256))
+    swapped: Mapped[bool] = mapped_column(sa.Boolean)
+    video_hash_a: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    video_hash_b: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    visual_quality: Mapped[str] = mapped_column(sa.String(8))
+    text_alignment: Mapped[str] = mapped_column(sa.String(8))
+    motion: Mapped[str] = mapped_column(sa.String(8))
+    overall: Mapped[str] = mapped_column(sa.String(8))
+    time_to_vote_s: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
+    app_version: Mapped[str] = mapped_column(sa.String(32))
+
+
+VOTE_COLUMNS = tuple(c.name for c in VoteRow.__table__.columns)
+
+
+@dataclass(frozen=True)
+class Battle:
+    id: str
+    session_hash: str
+    prompt: str
+    prompt_origin: str
+    counts_for_board: bool
+    seed: int
+    model_a: str
+    model_b: str
+    swapped: bool
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    shown_at: datetime | None = None
+    video_hash_a: str | None = None
+    video_hash_b: str | None = None
+    pool_item: str | None = None
+
+
+def default_data_dir() -> str:
+    """``$DOLLAR_DATA_DIR``; else ``/data`` (a Space's persistent storage) when writable; else ./data."""
+    if os.environ.get(ENV_DATA_DIR):
+        return os.environ[ENV_DATA_DIR]
+    if os.path.isdir("/data") and os.access("/data", os.W_OK):
+        return "/data"
+    return os.path.abspath("data")
+
+
+def default_db_url() -> str:
+    """``$DOLLAR_DB_URL`` (any SQLAlchemy URL); else SQLite in the data directory."""
+    if os.environ.get(ENV_DB_URL):
+        return os.environ[ENV_DB_URL]
+    folder = default_data_dir()
+    os.makedirs(folder, exist_ok=True)
+    return f"sqlite:///{os.path.join(folder, 'votes.sqlite')}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable with WAL, without an fsync per vote
+    cursor.execute("PRAGMA busy_timeout=30000")  # writers queue instead of failing under load
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class VoteStore:
+    """Battles and votes. ``url``: a SQLAlchemy URL (default: :func:`default_db_url`)."""
+
+    def __init__(self, url: str | None = None, battle_ttl_s: float = DEFAULT_BATTLE_TTL_S, app_version: str = "", mirror=None):
+        self.url = url or default_db_url()
+        self.battle_ttl = timedelta(seconds=battle_ttl_s)
+        self.app_version = app_version
+        self.mirror = mirror
+        is_sqlite = self.url.startswith("sqlite")
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if is_sqlite else {"pool_pre_ping": True}
+        self.engine = sa.create_engine(self.url, **kwargs)
+        if is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+            # pysqlite's own BEGIN handling defers the write lock; take it at BEGIN instead so two
+            # writers never deadlock upgrading from a read lock.
+            event.listen(self.engine, "connect", lambda conn, _rec: setattr(conn, "isolation_level", None))
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        Base.metadata.create_all(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads take no write lock: with WAL they run alongside the one writer.
+        read_engine = sa.create_engine(self.url, **kwargs) if is_sqlite else self.engine
+        if is_sqlite:
+            event.listen(read_engine, "connect", _sqlite_pragmas)
+        self._read = sessionmaker(read_engine, expire_on_commit=False)
+        self._lock = threading.Lock()
+
+    # --- battles ------------------------------------------------------------------------
+
+    def create_battle(
+        self,
+        session_hash: str,
+        prompt: str,
+        prompt_origin: str,
+        seed: int,
+        model_a: str,
+        model_b: str,
+        swapped: bool,
+        pool_item: str | None = None,
+    ) -> Battle:
+        if prompt_origin not in PROMPT_ORIGINS:
+            raise VoteError(f"prompt_origin must be one of {PROMPT_ORIGINS}, got {prompt_origin!r}.")
+        now = _now()
+        row = BattleRow(
+            id=str(uuid.uuid4()),
+            session_hash=session_hash,
+            created_at=now,
+            expires_at=now + self.battle_ttl,
+            prompt=prompt,
+            prompt_origin=prompt_origin,
+            counts_for_board=prompt_origin != "user",
+            seed=int(seed),
+            model_a=model_a,
+            model_b=model_b,
+            swapped=bool(swapped),
+            pool_item=pool_item,
+            status="open",
+        )
+        with self._session.begin() as s:
+            s.add(row)
+        return _battle(row)
+
+    def mark_shown(self, battle_id: str, video_hash_a: str, video_hash_b: str) -> Battle:
+        """Both videos are ready and shown now: the clock for the vote and the expiry start here."""
+        now = _now()
+        with self._session.begin() as s:
+            row = s.get(BattleRow, battle_id)
+            if row is None:
+                raise VoteError(f"Battle {battle_id} does not exist; start a new round.")
+            row.video_hash_a, row.video_hash_b = video_hash_a, video_hash_b
+            row.shown_at, row.expires_at = now, now + self.battle_ttl
+            return _battle(row)
+
+    def get_battle(self, battle_id: str) -> Battle | None:
+        with self._read() as s:
+            row = s.get(BattleRow, str(battle_id))
+            return None if row is None else _battle(row)
+
+    def void_battle(self, battle_id: str, reason: str) -> None:
+        """A battle whose generation failed: it never gets a vote and never counts."""
+        with self._session.begin() as s:
+            s.execute(
+                sa.update(BattleRow)
+                .where(BattleRow.id == battle_id, BattleRow.status == "open")
+                .values(status="void", void_reason=reason[:2000])
+            )
+
+    def skip_battle(self, battle_id: str, session_hash: str) -> None:
+        with self._session.begin() as s:
+            row = self._open_battle(s, battle_id, session_hash)
+            row.status = "skipped"
+
+    def pair_counts(self) -> dict[frozenset, int]:
+        """Battles per unordered model pair that were voted on or are open now: what the
+        balanced pairing evens out (open ones count so that parallel raters spread out)."""
+        now = _now()
+        q = (
+            sa.select(BattleRow.model_a, BattleRow.model_b, sa.func.count())
+            .where((BattleRow.status == "voted") | ((BattleRow.status == "open") & (BattleRow.expires_at > now)))
+            .group_by(BattleRow.model_a, BattleRow.model_b)
+        )
+        counts: dict[frozenset, int] = {}
+        with self._read() as s:
+            for a, b, n in s.execute(q):
+                key = frozenset((a, b))
+                counts[key] = counts.get(key, 0) + n
+        return counts
+
+    def pool_items_seen(self, session_hash: str) -> set[str]:
+        with self._read() as s:
+            q = sa.select(BattleRow.pool_item).where(BattleRow.session_hash == session_hash, BattleRow.pool_item.is_not(None))
+            return {r for (r,) in s.execute(q)}
+
+    def pool_item_uses(self) -> dict[str, int]:
+        with self._read() as s:
+            q = sa.select(BattleRow.pool_item, sa.func.count()).where(BattleRow.pool_item.is_not(None)).group_by(BattleRow.pool_item)
+            return {item: n for item, n in s.execute(q)}
+
+    def battle_status_counts(self) -> dict[str, int]:
+        with self._read() as s:
+            return {st: n for st, n in s.execute(sa.select(BattleRow.status, sa.func.count()).group_by(BattleRow.status))}
+
+    # --- votes --------------------------------------------------------------------------
+
+    def record_vote(self, battle_id: str, session_hash: str, answers: dict[str, str]) -> dict:
+        """Store the four answers for a battle (``A``, ``B``, ``tie`` or ``both_bad`` each) and
+        return the vote with both identities. Raises :class:`VoteError` for a battle that does
+        not exist, has expired, belongs to another session, or already has its vote."""
+        missing = [c for c in CRITERIA if not answers.get(c)]
+        if missing:
+            raise VoteError(f"Answer all four questions before voting (missing: {', '.join(missing)}).")
+        bad = {c: answers[c] for c in CRITERIA if answers[c] not in ANSWERS}
+        if bad:
+            raise VoteError(f"Each answer must be one of {', '.join(ANSWERS)}; got {bad}.")
+        now = _now()
+        try:
+            with self._session.begin() as s:
+                row = self._open_battle(s, battle_id, session_hash)
+                # The conditional update is the lock: only one transaction moves open -> voted.
+                done = s.execute(
+                    sa.update(BattleRow)
+                    .where(BattleRow.id == row.id, BattleRow.status == "open")
+                    .values(status="voted")
+                    .execution_options(synchronize_session=False)
+                )
+                if done.rowcount != 1:
+                    raise VoteError("This battle already has its vote; press New round for another.")
+                vote = VoteRow(
+                    battle_id=row.id,
+                    session_hash=session_hash,
+                    created_at=now,
+                    prompt=row.prompt,
+                    prompt_origin=row.prompt_origin,
+                    counts_for_board=row.counts_for_board,
+                    seed=row.seed,
+                    model_a=row.model_a,
+                    model_b=row.model_b,
+                    swapped=row.swapped,
+                    video_hash_a=row.video_hash_a,
+                    video_hash_b=row.video_hash_b,
+                    time_to_vote_s=(now - row.shown_at).total_seconds() if row.shown_at else None,
+                    app_version=self.app_version,
+                    **{c: answers[c] for c in CRITERIA},
+                )
+                s.add(vote)
+                s.flush()
+                record = _vote_dict(vote)
+        except IntegrityError as err:
+            raise VoteError("This battle already has its vote; press New round for another.") from err
+        if self.mirror is not None:
+            self.mirror.append(record)
+        return record
+
+    def count_votes(self) -> int:
+        with self._read() as s:
+            return s.scalar(sa.select(sa.func.count()).select_from(VoteRow))
+
+    def votes(self) -> list[dict]:
+        """Every vote, oldest first, as plain dicts (the export's rows)."""
+        with self._read() as s:
+            return [_vote_dict(v) for v in s.scalars(sa.select(VoteRow).order_by(VoteRow.id))]
+
+    def votes_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.votes(), columns=list(VOTE_COLUMNS))
+
+    def export_csv(self, path: str) -> str:
+        self.votes_dataframe().to_csv(path, index=False)
+        return path
+
+    def export_jsonl(self, path: str) -> str:
+        with open(path, "w", encoding="utf-8") as f:
+            for v in self.votes():
+                f.write(json.dumps(v, ensure_ascii=False) + "\n")
+        return path
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _open_battle(self, s: Session, battle_id: str, session_hash: str) -> BattleRow:
+        try:
+            uuid.UUID(str(battle_id))
+        except ValueError:
+            raise VoteError(f"Battle {str(battle_id)[:64]!r} does not exist; press New round to get one.") from None
+        row = s.get(BattleRow, str(battle_id))
+        if row is None:
+            raise VoteError(f"Battle {battle_id} does not exist; press New round to get one.")
+        if row.session_hash != session_hash:
+            raise VoteError("This battle was shown to another session; press New round to get your own.")
+        if row.status == "voted":
+            raise VoteError("This battle already has its vote; press New round for another.")
+        if row.status != "open":
+            raise VoteError(f"This battle was {row.status}{' (' + row.void_reason + ')' if row.void_reason else ''}; press New round.")
+        if row.expires_at <= _now():
+            minutes = self.battle_ttl.total_seconds() / 60
+            raise VoteError(f"This battle expired (battles stay open {minutes:g} minutes); press New round.")
+        return row
+
+
+def _battle(row: BattleRow) -> Battle:
+    return Battle(
+        id=row.id,
+        session_hash=row.session_hash,
+        prompt=row.prompt,
+        prompt_origin=row.prompt_origin,
+        counts_for_board=row.counts_for_board,
+        seed=row.seed,
+        model_a=row.model_a,
+        model_b=row.model_b,
+        swapped=row.swapped,
+        status=row.status,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        shown_at=row.shown_at,
+        video_hash_a=row.video_hash_a,
+        video_hash_b=row.video_hash_b,
+        pool_item=row.pool_item,
+    )
+
+
+def _vote_dict(v: VoteRow) -> dict:
+    out = {c: getattr(v, c) for c in VOTE_COLUMNS}
+    out["created_at"] = v.created_at.isoformat() + "Z"
+    return out
+
+
+class HubMirror:
+    """Mirror every vote to a Hugging Face dataset: each vote is appended to a JSONL file that
+    huggingface_hub's ``CommitScheduler`` pushes every ``every_minutes``. Off unless configured
+    (``DOLLAR_HF_DATASET`` + ``HF_TOKEN``)."""
+
+    def __init__(self, repo_id: str, folder: str, token: str | None = None, every_minutes: float = 5.0, scheduler=None):
+        os.makedirs(folder, exist_ok=True)
+        if scheduler is None:
+            from huggingface_hub import CommitScheduler
+
+            scheduler = CommitScheduler(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=folder,
+                path_in_repo="votes",
+                every=every_minutes,
+                token=token,
+                private=True,
+            )
+        self.scheduler = scheduler
+        # One file per process: replicas never write the same file, so no push overwrites another.
+        self.path = os.path.join(folder, f"votes-{uuid.uuid4().hex}.jsonl")
+
+    def append(self, vote: dict) -> None:
+        with self.scheduler.lock:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(vote, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def from_env(cls, data_dir: str) -> HubMirror | None:
+        repo_id = os.environ.get("DOLLAR_HF_DATASET")
+        if not repo_id:
+            return None
+        every = float(os.environ.get("DOLLAR_HF_PUSH_MINUTES", "5"))
+        return cls(repo_id, os.path.join(data_dir, "hub-mirror"), token=os.environ.get("HF_TOKEN"), every_minutes=every)

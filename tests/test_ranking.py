@@ -1,0 +1,148 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import minimize
+
+from dollar import ranking
+
+MODELS = ["teacher", "student-4", "student-2", "teacher DDIM-4", "student-1", "teacher DDIM-1"]
+STRENGTHS = np.array([1.2, 0.9, 0.4, 0.0, -0.5, -1.4])  # natural-log odds units
+
+
+def synthetic_votes(n: int, seed: int = 0, tie_rate: float = 0.15, strengths=STRENGTHS, models=MODELS) -> pd.DataFrame:
+    """Battles drawn from known Bradley-Terry strengths, with some ties and both-bad answers."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        i, j = rng.choice(len(models), 2, replace=False)
+        p = 1 / (1 + np.exp(-(strengths[i] - strengths[j])))
+        u = rng.random()
+        answer = ("tie" if rng.random() < 0.5 else "both_bad") if u < tie_rate else ("A" if rng.random() < p else "B")
+        rows.append(dict(model_a=models[i], model_b=models[j], overall=answer, counts_for_board=True))
+    return pd.DataFrame(rows)
+
+
+def test_fit_agrees_with_scikit_learn_logistic_regression():
+    """The same model as a logistic regression on +1/-1 design rows, ties as two half-weight
+    rows, L2 penalty 1/C = reg: FastChat's formulation, fitted by a different solver."""
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    votes = synthetic_votes(1500, seed=1)
+    data = ranking.pairwise_data(votes, "overall")
+    k, m = len(data.models), len(data)
+    x = np.zeros((m, k))
+    x[np.arange(m), data.a] = 1.0
+    x[np.arange(m), data.b] = -1.0
+    design = np.concatenate([x, x])
+    y = np.concatenate([np.ones(m), np.zeros(m)])
+    weight = np.concatenate([data.score, 1.0 - data.score])
+    keep = weight > 0
+    reg = 0.05
+    lr = linear_model.LogisticRegression(fit_intercept=False, C=1.0 / reg, tol=1e-12, max_iter=10_000)
+    lr.fit(design[keep], y[keep], sample_weight=weight[keep])
+    ours = ranking.fit_bradley_terry(data, reg=reg)
+    np.testing.assert_allclose(ours, lr.coef_[0], atol=1e-5)
+
+
+def test_fit_agrees_with_scipy_on_the_per_battle_likelihood():
+    votes = synthetic_votes(800, seed=2)
+    data = ranking.pairwise_data(votes, "overall")
+    reg = 0.01
+
+    def neg_log_posterior(beta):
+        d = beta[data.a] - beta[data.b]
+        return -(data.score * -np.logaddexp(0, -d) + (1 - data.score) * -np.logaddexp(0, d)).sum() + 0.5 * reg * beta @ beta
+
+    reference = minimize(neg_log_posterior, np.zeros(len(data.models)), method="BFGS", options={"gtol": 1e-9}).x
+    np.testing.assert_allclose(ranking.fit_bradley_terry(data, reg=reg), reference, atol=1e-4)
+
+
+def test_known_strengths_are_recovered_in_order_and_inside_the_intervals():
+    table = ranking.leaderboard(synthetic_votes(6000, seed=3, tie_rate=0.0), "overall", rounds=500, seed=0)
+    assert list(table["model"]) == MODELS  # best first, as drawn
+    assert list(table["rank"]) == [1, 2, 3, 4, 5, 6]
+    truth = dict(zip(MODELS, ranking.to_elo(STRENGTHS - STRENGTHS.mean())))
+    assert all(r.ci_low <= truth[r.model] <= r.ci_high for r in table.itertuples()), table
+    assert (table["ci_low"] < table["score"]).all() and (table["score"] < table["ci_high"]).all()
+    # With ties (which pull the gaps in: half a win each way) the order still comes out right.
+    with_ties = ranking.leaderboard(synthetic_votes(6000, seed=3, tie_rate=0.15), "overall", rounds=500, seed=0)
+    assert list(with_ties["model"]) == MODELS
+
+
+def test_ties_and_both_bad_count_half():
+    votes = pd.DataFrame(
+        dict(model_a=["x", "x", "x", "x"], model_b=["y", "y", "y", "y"], overall=["A", "B", "tie", "both_bad"], counts_for_board=True)
+    )
+    beta = ranking.fit_bradley_terry(ranking.pairwise_data(votes, "overall"))
+    np.testing.assert_allclose(beta, [0.0, 0.0], atol=1e-9)
+    rates = ranking.win_rate_matrix(votes, "overall")
+    assert rates.loc["x", "y"] == 0.5 and rates.loc["y", "x"] == 0.5
+    one_sided = votes.assign(overall=["A", "A", "tie", "tie"])  # 3 of 4 points to x
+    rates = ranking.win_rate_matrix(one_sided, "overall")
+    assert rates.loc["x", "y"] == 0.75 and np.isnan(rates.loc["x", "x"])
+
+
+def test_an_unbeaten_model_gets_a_finite_score():
+    votes = pd.DataFrame(dict(model_a=["x"] * 20, model_b=["y"] * 20, overall=["A"] * 20, counts_for_board=True))
+    beta = ranking.fit_bradley_terry(ranking.pairwise_data(votes, "overall"))
+    assert np.isfinite(beta).all() and beta[0] > 2 and abs(beta.sum()) < 1e-9
+
+
+def test_ranks_respect_the_intervals():
+    lower = np.array([10.0, 8.0, 1.0, 0.0])
+    upper = np.array([14.0, 11.0, 5.0, 2.0])
+    # model 1 overlaps model 0 -> both rank 1; model 2 is below both; model 3 overlaps 2
+    np.testing.assert_array_equal(ranking.ranks_from_intervals(lower, upper), [1, 1, 3, 3])
+
+
+def test_preliminary_below_the_minimum_votes_and_the_board_filter():
+    votes = synthetic_votes(200, seed=4, models=MODELS[:3], strengths=STRENGTHS[:3])
+    votes.loc[:9, "counts_for_board"] = False
+    board = ranking.board_votes(votes)
+    assert len(board) == 190
+    table = ranking.leaderboard(board, "overall", rounds=500, min_votes=200)
+    assert table["votes"].max() < 200 and set(table["status"]) == {"preliminary"}
+    table = ranking.leaderboard(board, "overall", rounds=500, min_votes=10)
+    assert set(table["status"]) == {""}
+    assert table["votes"].sum() == 2 * len(board)
+    assert (table["wins"] + table["ties"] + table["losses"] == table["votes"]).all()
+
+
+def test_bootstrap_needs_enough_rounds_and_is_reproducible():
+    data = ranking.pairwise_data(synthetic_votes(300, seed=5), "overall")
+    with pytest.raises(ValueError, match="at least 500"):
+        ranking.bootstrap_bradley_terry(data, rounds=100)
+    a = ranking.bootstrap_bradley_terry(data, rounds=500, seed=1)
+    np.testing.assert_array_equal(a, ranking.bootstrap_bradley_terry(data, rounds=500, seed=1))
+    assert a.shape == (500, len(MODELS)) and a.std(axis=0).min() > 0
+
+
+def test_pair_outcomes_are_counted_from_the_better_models_side():
+    votes = pd.DataFrame(
+        dict(
+            model_a=["x", "y", "y", "x", "z"],
+            model_b=["y", "x", "x", "y", "x"],
+            overall=["A", "A", "B", "both_bad", "tie"],
+            counts_for_board=True,
+        )
+    )
+    out = ranking.pair_outcomes(votes, "overall", order=["x", "y", "z"]).set_index("opponent")
+    assert out.loc["y", ["model", "win", "tie", "both_bad", "lose", "total"]].tolist() == ["x", 2, 0, 1, 1, 4]
+    assert out.loc["z", ["model", "win", "tie", "both_bad", "lose", "total"]].tolist() == ["x", 0, 1, 0, 0, 1]
+
+
+def test_empty_votes_and_bad_input():
+    empty = pd.DataFrame(columns=["model_a", "model_b", "overall", "counts_for_board"])
+    assert ranking.leaderboard(empty, "overall").empty
+    with pytest.raises(ValueError, match="criterion"):
+        ranking.leaderboard(empty, "speed")
+    with pytest.raises(ValueError, match="answers other than"):
+        ranking.pairwise_data(pd.DataFrame(dict(model_a=["x"], model_b=["y"], overall=["C"])), "overall")
+
+
+def test_figures_show_every_measured_cell():
+    votes = synthetic_votes(300, seed=6, models=MODELS[:3], strengths=STRENGTHS[:3])
+    matrix = ranking.win_rate_matrix(votes, "overall")
+    fig = ranking.plot_win_rate_heatmap(matrix)
+    assert len(fig.axes[0].texts) == int(matrix.notna().to_numpy().sum()) == 6
+    bars = ranking.plot_pair_outcomes(ranking.pair_outcomes(votes, "overall"))
+    assert len(bars.axes[0].patches) == 3 * 4  # three pairs, four segments each

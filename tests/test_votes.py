@@ -1,0 +1,271 @@
+import glob
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from dollar.votes import CRITERIA, HubMirror, VoteError, VoteRow, VoteStore, default_db_url
+
+ANSWERS = dict(visual_quality="A", text_alignment="tie", motion="B", overall="both_bad")
+
+
+def _postgres_bin() -> str | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else shutil.which("initdb") and os.path.dirname(shutil.which("initdb"))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (apt `postgresql`), started here and stopped at the end;
+    skipped where PostgreSQL or psycopg is not installed."""
+    pytest.importorskip("psycopg")
+    bindir = _postgres_bin()
+    if not bindir:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="dollar-pg-"))  # not under pytest's 0700 folders: the server user must reach it
+    data, sockets = folder / "data", folder / "sock"
+    sockets.mkdir()
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
+    if run_as:
+        shutil.chown(folder, "postgres")
+        shutil.chown(sockets, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(
+        [*run_as, f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True
+    )
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(
+        [*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        yield VoteStore(f"sqlite:///{tmp_path / 'votes.sqlite'}", app_version="test-1")
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"t{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    admin.dispose()
+    store = VoteStore(f"{server}/{name}", app_version="test-1")
+    yield store
+    store.engine.dispose()
+
+
+def shown_battle(store, session="s1", origin="heldout", a="teacher", b="teacher DDIM-4", swapped=True):
+    battle = store.create_battle(session, "a red circle moving left", origin, 7, a, b, swapped)
+    return store.mark_shown(battle.id, "hash-a", "hash-b")
+
+
+def test_vote_round_trip_keeps_every_field(store):
+    battle = shown_battle(store)
+    vote = store.record_vote(battle.id, "s1", ANSWERS)
+    (stored,) = store.votes()
+    assert stored == vote
+    expected = dict(
+        battle_id=battle.id,
+        session_hash="s1",
+        prompt="a red circle moving left",
+        prompt_origin="heldout",
+        counts_for_board=True,
+        seed=7,
+        model_a="teacher",
+        model_b="teacher DDIM-4",
+        swapped=True,
+        video_hash_a="hash-a",
+        video_hash_b="hash-b",
+        app_version="test-1",
+        **ANSWERS,
+    )
+    assert {k: stored[k] for k in expected} == expected
+    assert 0 <= stored["time_to_vote_s"] < 5
+    assert stored["created_at"].endswith("Z")
+    assert store.get_battle(battle.id).status == "voted"
+
+
+def test_second_vote_is_refused_and_nothing_changes(store):
+    battle = shown_battle(store)
+    store.record_vote(battle.id, "s1", ANSWERS)
+    with pytest.raises(VoteError, match="already has its vote"):
+        store.record_vote(battle.id, "s1", dict(ANSWERS, overall="A"))
+    assert store.count_votes() == 1
+    assert store.votes()[0]["overall"] == "both_bad"
+
+
+def test_one_vote_per_battle_is_enforced_by_the_database(store):
+    """Even a writer that skips the store's checks cannot add a second vote row."""
+    battle = shown_battle(store)
+    first = store.record_vote(battle.id, "s1", ANSWERS)
+    row = {k: v for k, v in first.items() if k not in ("id", "created_at")}
+    with store.engine.begin() as conn, pytest.raises(IntegrityError):
+        conn.execute(sa.insert(VoteRow).values(**row, created_at=sa.func.current_timestamp()))
+    assert store.count_votes() == 1
+
+
+def test_racing_votes_on_one_battle_store_exactly_one(store):
+    battle = shown_battle(store)
+    results, barrier = [], threading.Barrier(12)
+
+    def vote(i):
+        barrier.wait()
+        try:
+            store.record_vote(battle.id, "s1", dict(ANSWERS, overall="A" if i % 2 else "B"))
+            results.append("ok")
+        except VoteError as err:
+            results.append(str(err))
+
+    threads = [threading.Thread(target=vote, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count("ok") == 1
+    assert all("already has its vote" in r for r in results if r != "ok")
+    assert store.count_votes() == 1
+
+
+@pytest.mark.parametrize(
+    "battle_id, message",
+    [("not-a-uuid", "does not exist"), ("00000000-0000-0000-0000-000000000000", "does not exist"), ("x" * 10_000, "does not exist")],
+)
+def test_vote_for_a_missing_battle_is_refused(store, battle_id, message):
+    with pytest.raises(VoteError, match=message):
+        store.record_vote(battle_id, "s1", ANSWERS)
+    assert store.count_votes() == 0
+
+
+def test_vote_for_an_expired_battle_is_refused(tmp_path):
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.sqlite'}", battle_ttl_s=0.2)
+    battle = shown_battle(store)
+    time.sleep(0.3)
+    with pytest.raises(VoteError, match="expired"):
+        store.record_vote(battle.id, "s1", ANSWERS)
+    assert store.count_votes() == 0
+    assert store.get_battle(battle.id).status == "open"  # refused, not consumed
+
+
+def test_vote_from_another_session_is_refused(store):
+    battle = shown_battle(store, session="alice")
+    with pytest.raises(VoteError, match="another session"):
+        store.record_vote(battle.id, "mallory", ANSWERS)
+    assert store.count_votes() == 0
+
+
+@pytest.mark.parametrize(
+    "answers, message",
+    [
+        ({k: v for k, v in ANSWERS.items() if k != "motion"}, "missing: motion"),
+        (dict(ANSWERS, motion=None), "missing: motion"),
+        (dict(ANSWERS, overall="C"), "must be one of"),
+    ],
+)
+def test_incomplete_or_invalid_answers_are_refused_and_the_battle_stays_open(store, answers, message):
+    battle = shown_battle(store)
+    with pytest.raises(VoteError, match=message):
+        store.record_vote(battle.id, "s1", answers)
+    assert store.count_votes() == 0
+    store.record_vote(battle.id, "s1", ANSWERS)  # the battle can still take its one vote
+    assert store.count_votes() == 1
+
+
+def test_skipped_and_void_battles_take_no_vote(store):
+    skipped, void = shown_battle(store), shown_battle(store)
+    store.skip_battle(skipped.id, "s1")
+    store.void_battle(void.id, "RuntimeError: out of memory")
+    with pytest.raises(VoteError, match="skipped"):
+        store.record_vote(skipped.id, "s1", ANSWERS)
+    with pytest.raises(VoteError, match="void.*out of memory"):
+        store.record_vote(void.id, "s1", ANSWERS)
+    assert store.count_votes() == 0
+    assert store.battle_status_counts() == {"skipped": 1, "void": 1}
+
+
+def test_pair_counts_count_open_and_voted_battles_only(store):
+    voted = shown_battle(store, a="teacher", b="student-1")
+    store.record_vote(voted.id, "s1", ANSWERS)
+    shown_battle(store, a="student-1", b="teacher")  # open: the same unordered pair
+    store.void_battle(shown_battle(store, a="teacher", b="student-2").id, "failed")
+    store.skip_battle(shown_battle(store, a="teacher", b="student-4").id, "s1")
+    assert store.pair_counts() == {frozenset(("teacher", "student-1")): 2}
+
+
+def test_user_prompts_are_stored_but_flagged_off_the_board(store):
+    battle = shown_battle(store, origin="user")
+    store.record_vote(battle.id, "s1", ANSWERS)
+    assert store.votes()[0]["counts_for_board"] is False
+    with pytest.raises(VoteError, match="prompt_origin"):
+        store.create_battle("s1", "p", "somewhere", 0, "a", "b", False)
+
+
+def test_exports_round_trip(store, tmp_path):
+    for overall in ("A", "B", "tie"):
+        store.record_vote(shown_battle(store).id, "s1", dict(ANSWERS, overall=overall))
+    csv = pd.read_csv(store.export_csv(str(tmp_path / "v.csv")))
+    with open(store.export_jsonl(str(tmp_path / "v.jsonl"))) as f:
+        rows = [json.loads(line) for line in f]
+    assert list(csv["overall"]) == ["A", "B", "tie"] == [r["overall"] for r in rows]
+    assert set(CRITERIA) | {"battle_id", "session_hash", "seed", "swapped", "video_hash_a", "time_to_vote_s", "app_version"} <= set(
+        csv.columns
+    )
+    assert rows == store.votes()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.sqlite'}")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_votes_survive_a_restart(tmp_path):
+    url = f"sqlite:///{tmp_path / 'v.sqlite'}"
+    first = VoteStore(url)
+    first.record_vote(shown_battle(first).id, "s1", ANSWERS)
+    first.engine.dispose()
+    assert VoteStore(url).count_votes() == 1
+
+
+def test_default_location_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("DOLLAR_DB_URL", raising=False)
+    monkeypatch.setenv("DOLLAR_DATA_DIR", str(tmp_path / "d"))
+    assert default_db_url() == f"sqlite:///{tmp_path / 'd' / 'votes.sqlite'}"
+    assert os.path.isdir(tmp_path / "d")
+    monkeypatch.setenv("DOLLAR_DB_URL", "postgresql+psycopg://u@h/db")
+    assert default_db_url() == "postgresql+psycopg://u@h/db"
+
+
+def test_hub_mirror_appends_each_vote_under_the_scheduler_lock(tmp_path):
+    class Scheduler:  # CommitScheduler's contract: uploads the folder, writers hold .lock
+        def __init__(self):
+            self.lock = threading.Lock()
+
+    scheduler = Scheduler()
+    mirror = HubMirror("me/votes", str(tmp_path / "mirror"), scheduler=scheduler)
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.sqlite'}", mirror=mirror)
+    store.record_vote(shown_battle(store).id, "s1", ANSWERS)
+    store.record_vote(shown_battle(store).id, "s1", dict(ANSWERS, overall="A"))
+    with open(mirror.path) as f:
+        assert [json.loads(line) for line in f] == store.votes()
+    assert HubMirror.from_env(str(tmp_path)) is None  # off unless DOLLAR_HF_DATASET is set

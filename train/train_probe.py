@@ -1,0 +1,201 @@
+"""Train the attribute probe (dollar/models/probe.py) on ground-truth world videos.
+
+    python train/train_probe.py --output_dir assets/probe            # ~7 minutes on one busy CPU thread
+    python train/train_probe.py --clips 512 --steps 30 --output_dir /tmp/probe   # a smoke run
+
+Reads top to bottom: render the training clips (split "train": the 64 held-out colour-shape-
+motion combinations never appear), train, measure the probe on held-out clips (the 64 held-out
+prompts, and two-object scenes), save ``diffusion_pytorch_model.safetensors`` + ``config.json``
++ ``probe_eval.json`` + a README.md model card with the measured accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dollar import world  # noqa: E402
+from dollar.models.probe import AttributeProbe, attribute_accuracy, probe_loss, probe_targets  # noqa: E402
+
+DEFAULTS = dict(
+    output_dir="assets/probe",
+    clips=3000,  # rendered once and kept in memory (~0.2 MB each)
+    two_object_fraction=0.4,
+    steps=1000,
+    batch_size=32,
+    learning_rate=4e-3,
+    weight_decay=1e-4,
+    warmup_steps=30,
+    seed=0,
+    eval_seeds=4,  # renders of each of the 64 held-out prompts
+    eval_pairs=128,  # two-object held-out scenes
+    threads=1,
+    log_every=25,
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    for key, value in DEFAULTS.items():
+        p.add_argument(f"--{key}", type=type(value), default=value)
+    args = p.parse_args(argv)
+    for key in ("clips", "steps", "batch_size", "eval_seeds", "eval_pairs", "threads"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key} must be a positive integer, got {getattr(args, key)}")
+    return args
+
+
+def render_training_clips(n: int, two_object_fraction: float, seed: int):
+    """``n`` world clips (uint8 [n, T, H, W, 3]) and their scenes, split "train"."""
+    rng = np.random.default_rng(seed)
+    videos = np.empty((n, world.NUM_FRAMES, world.HEIGHT, world.WIDTH, 3), dtype=np.uint8)
+    scenes = []
+    for i in range(n):
+        level = 2 if rng.random() < two_object_fraction else 1
+        videos[i], _, scene = world.make_sample(seed * 1_000_003 + i, level=level, split="train")
+        scenes.append(scene)
+    return videos, scenes
+
+
+def heldout_eval_sets(eval_seeds: int, eval_pairs: int):
+    """The 64 held-out prompts rendered ``eval_seeds`` times, and two-object "eval" scenes."""
+    singles, single_objs = [], []
+    for p in world.heldout_prompts():
+        for s in range(eval_seeds):
+            singles.append(world.render(world.make_scene(p.objects, p.background, seed=900_000 + s)))
+            single_objs.append(p.objects)
+    pairs, pair_objs = [], []
+    for s in range(eval_pairs):
+        video, _, scene = world.make_sample(700_000 + s, level=2, split="eval")
+        pairs.append(video)
+        pair_objs.append(scene.objects)
+    return (np.stack(singles), single_objs), (np.stack(pairs), pair_objs)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+
+    videos, scenes = render_training_clips(args.clips, args.two_object_fraction, args.seed)
+    print(f"rendered {len(videos)} training clips in {time.perf_counter() - start:.0f} s")
+
+    probe = AttributeProbe()
+    targets = [probe_targets(s, probe) for s in scenes]
+    opt = torch.optim.AdamW(probe.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    rng = np.random.default_rng(args.seed)
+    log = []
+    probe.train()
+    for step in range(1, args.steps + 1):
+        lr = args.learning_rate * min(step / args.warmup_steps, 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = rng.integers(0, len(videos), args.batch_size)
+        present = torch.stack([targets[i]["colours"] for i in idx])
+        # one object per clip per step; two-object clips alternate between their objects
+        objects = torch.stack([targets[i]["objects"][rng.integers(len(targets[i]["objects"]))] for i in idx])
+        losses = probe_loss(probe, probe.prepare(videos[idx]), present, objects)
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        if step % args.log_every == 0 or step == args.steps:
+            row = {"step": step, "lr": lr, **{k: round(v.item(), 4) for k, v in losses.items()}}
+            log.append(row)
+            print(json.dumps(row), flush=True)
+    train_seconds = time.perf_counter() - start
+
+    probe.eval()
+    (singles, single_objs), (pairs, pair_objs) = heldout_eval_sets(args.eval_seeds, args.eval_pairs)
+    result = {
+        "heldout_single_object": attribute_accuracy(probe, singles, single_objs),
+        "heldout_two_object": attribute_accuracy(probe, pairs, pair_objs),
+        # each clip against the next prompt's objects (clips come in runs of eval_seeds per prompt)
+        "shuffled_prompts_single_object": attribute_accuracy(
+            probe, singles, single_objs[args.eval_seeds :] + single_objs[: args.eval_seeds]
+        ),
+        "train_seconds": train_seconds,
+        "threads": args.threads,
+        "config": vars(args),
+    }
+    print(json.dumps({k: result[k] for k in ("heldout_single_object", "heldout_two_object", "shuffled_prompts_single_object")}, indent=1))
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    probe.save_pretrained(args.output_dir, safe_serialization=True)
+    with open(os.path.join(args.output_dir, "probe_eval.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    with open(os.path.join(args.output_dir, "train_log.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in log)
+    with open(os.path.join(args.output_dir, "README.md"), "w") as f:
+        f.write(model_card(result, probe))
+    print(f"saved to {args.output_dir} ({time.perf_counter() - start:.0f} s in all)")
+    return result
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x != x else f"{100 * x:.1f}%"
+
+
+def model_card(result: dict, probe: AttributeProbe) -> str:
+    params = sum(p.numel() for p in probe.parameters())
+    rows = []
+    for key, label in (
+        ("heldout_single_object", "held-out prompts, one object"),
+        ("heldout_two_object", "held-out two-object scenes"),
+        ("shuffled_prompts_single_object", "one object, prompts shuffled (chance check)"),
+    ):
+        r = result[key]
+        cells = " | ".join(_pct(r[a]) for a in ("colour", "shape", "motion", "size", "speed", "composition"))
+        rows.append(f"| {label} | {r['n']} | {cells} |")
+    cfg = result["config"]
+    return f"""---
+library_name: diffusers
+tags: [evaluation, video-classification, dollar]
+---
+
+# DOLLAR attribute probe
+
+A small 3-D conv classifier ({params:,} parameters, `dollar.models.probe.AttributeProbe`) that reads
+the colour, shape, motion, size and speed of each object in a 17x64x64 world video; the colour
+query binds attributes to objects in two-object scenes. `dollar.evaluate` uses it for shape and
+composition accuracy, and its features for the Frechet distance ("FVD" of the world), feature
+diversity (Vendi) and subject consistency.
+
+Trained by `python train/train_probe.py` on {cfg["clips"]} ground-truth clips of the world's "train"
+split ({100 * cfg["two_object_fraction"]:.0f}% two-object), {cfg["steps"]} steps of batch {cfg["batch_size"]},
+{result["train_seconds"]:.0f} s on {result["threads"]} CPU thread(s).
+The 64 held-out colour-shape-motion combinations were never seen in training.
+
+## Measured accuracy (ground-truth clips never seen in training)
+
+| clips | n | colour | shape | motion | size | speed | all attributes |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Speed is scored only for translating and bouncing objects (it changes nothing in the others).
+Shuffled prompts pair each clip with another prompt's attributes; their accuracy shows where chance is.
+
+## Use
+
+```python
+from dollar.models.probe import AttributeProbe
+probe = AttributeProbe.from_pretrained("assets/probe").eval()
+features = probe.features(videos)                     # uint8 [B, 17, 64, 64, 3] -> [B, {probe.config.feature_dim}]
+reads = probe.read_objects(videos, [["red"], ...])    # per object: colour, shape, motion, size, speed
+```
+
+Limits: it knows only this world's vocabulary; on generated videos far from the world (noise,
+smears) its readings are unreliable, which the Frechet distance in its feature space then shows.
+"""
+
+
+if __name__ == "__main__":
+    main()

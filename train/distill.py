@@ -501,6 +501,8 @@ def main(cfg: DistillConfig) -> dict:
         out.save_pretrained(cfg.output_dir)
         if cfg.lrm:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
+        with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
+            json.dump({**asdict(cfg), "iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time}, f, indent=2)
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
     return {"iterations": it, "history": history, "rollbacks": rollbacks, "student": accelerator.unwrap_model(student)}
 

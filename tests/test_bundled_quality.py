@@ -38,6 +38,5 @@ def test_bundled_teacher_gets_colours_of_held_out_prompts_and_beats_one_step_ddi
         return checker_accuracy(frames, [p.objects for p in prompts])
 
     fifty, one = accuracy(50), accuracy(1)
-    # Colour is what the current teacher gets right (motion is an open problem: see its model card).
-    assert fifty["colour"] > 0.85
+    assert fifty["colour"] > 0.85 and fifty["motion"] > 0.5  # measured on 64 x 3: see benchmarks/results/foundation.json
     assert fifty["colour"] > one["colour"] + 0.3

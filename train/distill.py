@@ -319,9 +319,10 @@ def main(cfg: DistillConfig) -> dict:
         for name in reversed(found):
             info = json.load(open(os.path.join(ckpt_root, name, "iteration.json")))
             if info.get("healthy", True) and info["iteration"] < it:
+                current = [group["lr"] for group in opt_g.param_groups]  # already lowered by earlier rollbacks
                 accelerator.load_state(os.path.join(ckpt_root, name))
-                for group in opt_g.param_groups:
-                    group["lr"] *= 0.5
+                for group, lr in zip(opt_g.param_groups, current):
+                    group["lr"] = 0.5 * lr
                 accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. Rolled back to {name}, generator lr halved.")
                 return info["iteration"]
         accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. No healthy checkpoint to roll back to; continuing.")

@@ -68,6 +68,7 @@ class DollarWanTransformer3DModel(WanTransformer3DModel):
         )
         inner_dim = num_attention_heads * attention_head_dim
         self.position_projection = None
+        self._sincos_cache: dict[tuple, torch.Tensor] = {}
         if absolute_positions:
             if inner_dim % 16:
                 raise ValueError(f"absolute_positions needs a width divisible by 16, got {inner_dim}.")
@@ -79,7 +80,10 @@ class DollarWanTransformer3DModel(WanTransformer3DModel):
     def _add_positions(self, module: nn.Module, inputs, tokens: torch.Tensor) -> torch.Tensor:
         """Forward hook on the patch embedding: tokens [B, D, F, H, W] + projected sin-cos grid."""
         _, dim, frames, height, width = tokens.shape
-        grid = get_3d_sincos_pos_embed(dim, (width, height), frames, device=tokens.device, output_type="pt")
+        key = (dim, frames, height, width, str(tokens.device))
+        if key not in self._sincos_cache:  # a fixed table per latent shape: compute it once
+            self._sincos_cache[key] = get_3d_sincos_pos_embed(dim, (width, height), frames, device=tokens.device, output_type="pt")
+        grid = self._sincos_cache[key]
         grid = self.position_projection(grid.to(self.position_projection.weight.dtype))  # [F, H*W, D]
         grid = grid.reshape(frames, height, width, dim).permute(3, 0, 1, 2)
         return tokens + grid.unsqueeze(0).to(tokens.dtype)

@@ -3,11 +3,13 @@
 The full measurement is benchmarks/foundation.py; these catch a broken or swapped checkpoint.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
-from conftest import requires_bundled_teacher
+from conftest import ROOT, requires_bundled_teacher
 from dollar import DollarPipeline, world
 from dollar.data import video_to_tensor
 from dollar.evaluation import checker_accuracy, psnr
@@ -38,5 +40,24 @@ def test_bundled_teacher_gets_colours_of_held_out_prompts_and_beats_one_step_ddi
         return checker_accuracy(frames, [p.objects for p in prompts])
 
     fifty, one = accuracy(50), accuracy(1)
-    assert fifty["colour"] > 0.85 and fifty["motion"] > 0.5  # measured on 64 x 3: see benchmarks/results/foundation.json
+    # 16 prompts, one seed: loose guards (64 x 3 measure 100% / 67%: benchmarks/results/foundation.json;
+    # the RoPE-only teacher scored 17% motion, chance is 12.5%)
+    assert fifty["colour"] > 0.85 and fifty["motion"] > 0.35
     assert fifty["colour"] > one["colour"] + 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, "assets", "student-4")), reason="assets/student-4 is not built")
+def test_bundled_four_step_student_beats_teacher_ddim_four():
+    """64 x 3 measure student-4 98% / 66% against DDIM-4 81% / 60% (benchmarks/results/students.json)."""
+    student, teacher = DollarPipeline.from_pretrained("student-4"), DollarPipeline.from_pretrained("teacher")
+    prompts = world.heldout_prompts()[:16]
+
+    def accuracy(pipe, steps):
+        pipe.set_progress_bar_config(disable=True)
+        gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+        frames = pipe([p.prompt for p in prompts], num_inference_steps=steps, generator=gens).frames
+        return checker_accuracy(frames, [p.objects for p in prompts])
+
+    ours, ddim = accuracy(student, None), accuracy(teacher, 4)
+    assert ours["colour"] >= 0.9 and ours["colour"] + ours["motion"] > ddim["colour"] + ddim["motion"]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from foundation import wilson_interval  # noqa: E402
+from foundation import _pct, wilson_interval  # noqa: E402
 
 from dollar import DollarPipeline, world  # noqa: E402
 from dollar.evaluation import checker_accuracy  # noqa: E402
@@ -233,11 +233,6 @@ def update_readme(md: str) -> None:
     body = "Measured by `python benchmarks/students.py` (JSON: `benchmarks/results/students.json`):\n\n" + md.strip()
     with open(path, "w") as f:
         f.write(text[:i] + "\n" + body + "\n" + text[j:])
-
-
-def _pct(row: dict, key: str) -> str:
-    lo, hi = row[f"{key}_wilson95"]
-    return f"{100 * row[key]:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
 def report(r: dict) -> str:

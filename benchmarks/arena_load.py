@@ -73,7 +73,7 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--votes", type=int, default=1000)
@@ -86,7 +86,23 @@ def main() -> int:
     p.add_argument("--models", default="teacher,teacher DDIM-1,teacher DDIM-2,teacher DDIM-4")
     p.add_argument("--threads", type=int, default=1, help="torch threads for rendering the pool")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "arena_load.json"))
-    args = p.parse_args()
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = run_load(args)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps(result, indent=2))
+    print("PASS" if result["ok"] else "FAIL")
+    return 0 if result["ok"] else 1
+
+
+def run_load(args: argparse.Namespace) -> dict:
+    """Serve the app on a pool, run the clients, check the store; the result's ``ok`` says
+    whether every vote was stored exactly once and every second vote refused."""
 
     import gradio
     import sqlalchemy as sa
@@ -225,11 +241,7 @@ def main() -> int:
     store.engine.dispose()
     if stop_postgres:
         stop_postgres()
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    print(json.dumps(result, indent=2))
-    ok = (
+    result["ok"] = (
         result["votes_stored"] == args.votes
         and result["duplicates"] == 0
         and result["lost"] == 0
@@ -237,8 +249,7 @@ def main() -> int:
         and race_ok
         and voted_battles == args.votes + 1
     )
-    print("PASS" if ok else "FAIL")
-    return 0 if ok else 1
+    return result
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ generate a comparison, rate five blind battles, see them on the leaderboard, try
 Screenshots go to docs/app/*.png, a summary to benchmarks/results/browser_check.json.
 
 apt-get install -y chromium && pip install playwright
-python benchmarks/browser_check.py                  # uses /usr/bin/chromium (no browser download)
+python benchmarks/browser_check.py   # uses Debian chromium (no browser download); tests/test_browser.py runs the same walk
 """
 
 from __future__ import annotations
@@ -43,15 +43,45 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError(f"app.py did not answer on {url} within {timeout:.0f} s")
 
 
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # on a closed network Chromium's own connections fail noisily
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> str | None:
+    """Debian's Chromium (or any `chromium` on PATH); None when absent."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    return found or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    p.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    p.add_argument("--chromium", default=find_chromium() or "/usr/bin/chromium")
     p.add_argument("--battles", type=int, default=5)
+    p.add_argument("--shots", default=SHOTS, help="folder for the screenshots")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "browser_check.json"))
     args = p.parse_args()
+    report = run_check(args.chromium, args.battles, args.shots)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    return 0 if report["ok"] else 1
+
+
+def run_check(chromium: str, battles: int = 5, shots: str = SHOTS) -> dict:
+    """Start `python app.py` on a fresh data folder, walk through it in headless Chromium, and
+    return the report (``ok`` is False with ``error`` set when a step failed)."""
     from playwright.sync_api import expect, sync_playwright
 
-    os.makedirs(SHOTS, exist_ok=True)
+    expect.set_options(timeout=180_000)  # rendering on a busy 2-core machine can take a while
+
+    os.makedirs(shots, exist_ok=True)
     data = tempfile.mkdtemp(prefix="browser-check-")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -66,13 +96,13 @@ def main() -> int:
         print(f"[{time.perf_counter() - t0:6.1f} s] {name} {facts if facts else ''}")
 
     def shot(page, name: str):
-        page.screenshot(path=os.path.join(SHOTS, name), full_page=True)
+        page.screenshot(path=os.path.join(shots, name), full_page=True)
 
     try:
         wait_for_http(url, app, timeout=180)
         step("python app.py serving", url=url)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=args.chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(120_000)
             page.goto(url)
@@ -96,7 +126,7 @@ def main() -> int:
             reveals = []
             picks = ["A is better", "B is better", "Tie", "Both are bad"]
             previous = ""
-            for i in range(args.battles):
+            for i in range(battles):
                 page.locator("#new-round").click()
                 battle = page.locator("#battle-id input, #battle-id textarea").first
                 page.wait_for_function(
@@ -124,7 +154,7 @@ def main() -> int:
             # 3. Leaderboard.
             page.get_by_role("tab", name="Leaderboard").click()
             page.locator("#refresh").click()
-            expect(page.locator("#board-summary")).to_contain_text(f"{args.battles} votes count for the board")
+            expect(page.locator("#board-summary")).to_contain_text(f"{battles} votes count for the board")
             page.wait_for_timeout(1500)
             shot(page, "05_leaderboard.png")
             step("leaderboard", summary=page.locator("#board-summary").inner_text()[:200], board=page.locator("#board").inner_text()[:600])
@@ -150,11 +180,11 @@ def main() -> int:
         app.terminate()
         app.wait(timeout=30)
         log.close()
-    report["screenshots"] = sorted(f for f in os.listdir(SHOTS) if f.endswith(".png"))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(report, f, indent=2)
-    return 0 if report["ok"] else 1
+    report["screenshots"] = sorted(f for f in os.listdir(shots) if f.endswith(".png"))
+    if not report["ok"]:
+        with open(os.path.join(data, "app.log")) as f:
+            report["app_log_tail"] = f.read()[-3000:]
+    return report
 
 
 if __name__ == "__main__":

@@ -58,3 +58,13 @@ def tiny_pipeline(text_encoder):
 requires_bundled_teacher = pytest.mark.skipif(
     not os.path.exists(os.path.join(BUNDLED_TEACHER, "model_index.json")), reason="assets/teacher is not built"
 )
+
+
+def needs_system(what: str, how: str) -> None:
+    """A test that needs a system service or program (Chromium, a PostgreSQL server) that is
+    missing: skip it on a developer's machine, but fail under CI, where `.ci/run` installs them
+    and sets DOLLAR_SYSTEM_TESTS=1, so that a broken install can't pass as a skip."""
+    message = f"{what} is not installed ({how})"
+    if os.environ.get("DOLLAR_SYSTEM_TESTS") == "1":
+        pytest.fail(message + "; .ci/run should have installed it", pytrace=False)
+    pytest.skip(message)

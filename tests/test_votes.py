@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from conftest import needs_system
 from dollar.votes import CRITERIA, HubMirror, VoteError, VoteRow, VoteStore, default_db_url
 
 ANSWERS = dict(visual_quality="A", text_alignment="tie", motion="B", overall="both_bad")
@@ -29,10 +30,13 @@ def _postgres_bin() -> str | None:
 def postgres_server():
     """A throwaway PostgreSQL server (apt `postgresql`), started here and stopped at the end;
     skipped where PostgreSQL or psycopg is not installed."""
-    pytest.importorskip("psycopg")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        needs_system("psycopg", "pip install -r requirements.txt")
     bindir = _postgres_bin()
     if not bindir:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        needs_system("PostgreSQL", "apt-get install postgresql")
     folder = pathlib.Path(tempfile.mkdtemp(prefix="dollar-pg-"))  # not under pytest's 0700 folders: the server user must reach it
     data, sockets = folder / "data", folder / "sock"
     sockets.mkdir()

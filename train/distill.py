@@ -503,9 +503,21 @@ def main(cfg: DistillConfig) -> dict:
         if cfg.lrm:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
         with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
-            json.dump({**asdict(cfg), "iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time}, f, indent=2)
+            stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
+            json.dump({**asdict(cfg), **stats}, f, indent=2)
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
     return {"iterations": it, "history": history, "rollbacks": rollbacks, "student": accelerator.unwrap_model(student)}
+
+
+def peak_memory() -> dict:
+    """Peak memory of this process so far: the accelerator's allocator peak on CUDA, and the
+    resident-set high-water mark (ru_maxrss) everywhere, in MiB."""
+    import resource
+
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 if __name__ == "__main__":

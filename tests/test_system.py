@@ -1,0 +1,70 @@
+"""The app as its users meet it, with real system programs: a new user's walk through
+`python app.py` in headless Chromium (Playwright), and concurrent raters voting through the
+API against SQLite and a real PostgreSQL server. `.ci/run` installs Chromium and PostgreSQL
+(Debian) and sets DOLLAR_SYSTEM_TESTS=1, so these fail there instead of skipping.
+The full-size runs are `python benchmarks/browser_check.py` and `python benchmarks/arena_load.py`."""
+
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from conftest import ROOT, needs_system, requires_bundled_teacher
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@requires_bundled_teacher
+def test_new_user_walk_in_a_real_browser(tmp_path):
+    browser_check = _load("browser_check")
+    chromium = browser_check.find_chromium()
+    if chromium is None:
+        needs_system("Chromium", "apt-get install chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        needs_system("Playwright", "pip install -r requirements.txt")
+
+    report = browser_check.run_check(chromium, battles=5, shots=str(tmp_path))
+
+    assert report["ok"], report.get("error", "") + "\n" + report.get("app_log_tail", "")
+    steps = {s["step"]: s for s in report["steps"]}
+    assert steps["comparison generated"]["videos_shown"] >= 2
+    assert "speedup" in steps["comparison generated"]["timings"]
+    assert steps["battles rated"]["battles"] == 5
+    assert all("vote stored" in r for r in steps["battles rated"]["reveals"])
+    assert "5 votes count for the board" in steps["leaderboard"]["summary"]
+    assert report["submit_enabled_after_vote"] is False
+    assert {"01_start.png", "02_generate_compare.png", "05_leaderboard.png", "06_bad_input.png"} <= set(report["screenshots"])
+
+
+@requires_bundled_teacher
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_concurrent_raters_store_every_vote_exactly_once(backend, tmp_path):
+    pytest.importorskip("gradio_client")
+    if backend == "postgresql":
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            needs_system("psycopg", "pip install -r requirements.txt")
+        if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+            needs_system("PostgreSQL", "apt-get install postgresql")
+    arena_load = _load("arena_load")
+    # A smaller run than the benchmark's 20 x 1000 (benchmarks/results/arena_load*.json): 20
+    # clients, 100 votes, battles from a small pool of the fast few-step models.
+    argv = ["--clients", "20", "--votes", "100", "--pool-rounds", "12", "--models", "teacher DDIM-1,teacher DDIM-2,teacher DDIM-4"]
+    argv += ["--out", str(tmp_path / "load.json")] + (["--postgres"] if backend == "postgresql" else [])
+    result = arena_load.run_load(arena_load.build_parser().parse_args(argv))
+
+    assert result["backend"].startswith(backend)
+    assert result["errors"] == 0, result["error_examples"]
+    assert result["votes_stored"] == 100 and result["lost"] == 0 and result["duplicates"] == 0
+    assert result["second_vote_refused"] == "20/20"
+    assert result["simultaneous_double_vote_ok"], result["simultaneous_double_vote"]
+    assert result["ok"]

@@ -72,7 +72,15 @@ class ModelSpec:
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """``name[:steps=K,guidance=G,scheduler=ddim|dpm++]`` -> ModelSpec."""
+    """``[label=]name[:steps=K,guidance=G,scheduler=ddim|dpm++]`` -> ModelSpec; the label
+    (default: the spec text) names the model in the results, e.g. ``CD-only 4=runs/cd-4``."""
+    label, eq, rest = text.partition("=")
+    if eq and ":" not in label and rest:
+        label, text = label.strip(), rest
+        if not label:
+            raise ValueError(f"Model spec '{label}={text}' has an empty label; write e.g. 'CD-only 4=runs/cd-4'.")
+    else:
+        label = text
     name, _, options = text.partition(":") if "=" in text.partition(":")[2] else (text, "", "")
     if not name:
         raise ValueError(f"Model spec '{text}' names no model; write e.g. teacher:steps=4.")
@@ -98,7 +106,7 @@ def parse_model_spec(text: str) -> ModelSpec:
             raise ValueError(
                 f"Bad setting '{item}' in model spec '{text}'; use steps=<positive int>, guidance=<float >= 0>, scheduler=ddim|dpm++."
             ) from None
-    return ModelSpec(label=text, model=name, **kwargs)
+    return ModelSpec(label=label, model=name, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -496,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=["teacher"],
-        help="model specs: teacher, teacher:steps=4, teacher:steps=4,scheduler=dpm++, student-4, a folder, real",
+        help="model specs, each [label=]model[:settings]: teacher, teacher:steps=4, teacher:steps=4,scheduler=dpm++, student-4, a folder, real",
     )
     p.add_argument("--seeds", nargs="+", type=nonnegative_int, default=[0, 1, 2])
     p.add_argument("--num-prompts", type=positive_int, default=64, help="how many of the 64 held-out single-object prompts")

@@ -169,6 +169,10 @@ def test_model_specs():
     assert parse_model_spec("teacher") == ModelSpec("teacher", "teacher")
     assert parse_model_spec("teacher:steps=4,scheduler=dpm++") == ModelSpec("teacher:steps=4,scheduler=dpm++", "teacher", 4, None, "dpm++")
     assert parse_model_spec("runs/s4:guidance=1").guidance == 1.0
+    assert parse_model_spec("DDIM 4=teacher:steps=4") == ModelSpec("DDIM 4", "teacher", 4)
+    assert parse_model_spec("CD-only 1=runs/cd-1") == ModelSpec("CD-only 1", "runs/cd-1")
+    with pytest.raises(ValueError, match="empty label"):
+        parse_model_spec(" =runs/cd-1")
     for bad in ("teacher:steps=0", "teacher:steps=x", "teacher:scheduler=euler", "teacher:foo=1"):
         with pytest.raises(ValueError, match="Bad setting"):
             parse_model_spec(bad)

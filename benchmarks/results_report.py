@@ -226,7 +226,13 @@ def plots(models: dict) -> list[str]:
 
     written = []
     fig_, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    families = [("VSD-only", "tab:red"), ("CD-only", "tab:blue"), ("VSD+CD", "tab:purple"), ("VSD+CD+LRM", "tab:green"), ("DDIM", "tab:gray")]
+    families = [
+        ("VSD-only", "tab:red"),
+        ("CD-only", "tab:blue"),
+        ("VSD+CD", "tab:purple"),
+        ("VSD+CD+LRM", "tab:green"),
+        ("DDIM", "tab:gray"),
+    ]
     for ax, (key, group, title) in zip(
         axes,
         [("total_score", "aggregate", "total score (VBench-style)"), ("motion", "semantic", "motion accuracy (checker)")],
@@ -269,7 +275,18 @@ def plots(models: dict) -> list[str]:
             [v["mean"] for v in vals],
             yerr=[[v["mean"] - v["low"] for v in vals], [v["high"] - v["mean"] for v in vals]],
             capsize=3,
-            color=["black" if label.startswith("teacher") else "tab:red" if "VSD-only" in label else "tab:purple" if label.startswith("VSD+CD ") else "tab:green" if "LRM" in label else "tab:gray" for label in labels],
+            color=[
+                "black"
+                if label.startswith("teacher")
+                else "tab:red"
+                if "VSD-only" in label
+                else "tab:purple"
+                if label.startswith("VSD+CD ")
+                else "tab:green"
+                if "LRM" in label
+                else "tab:gray"
+                for label in labels
+            ],
         )
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("Vendi score over 3 seeds (pixels)")

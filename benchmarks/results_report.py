@@ -311,6 +311,8 @@ def main() -> int:
     cfg = next(iter(configs.values()))
     with open(os.path.join(RESULTS, "bench.json")) as f:
         bench = json.load(f)
+    compiled_path = os.path.join(RESULTS, "bench_compiled.json")
+    compiled = json.load(open(compiled_path)) if os.path.exists(compiled_path) else None
     plots(models)
     files = sorted({m["file"] for m in models.values()})
     wall = {label: m["wall_s"] for label, m in models.items()}
@@ -370,8 +372,20 @@ def main() -> int:
         f"`python -m dollar.bench`, batch 1, {bench['machine'].get('threads')} torch thread(s) on {bench['machine'].get('device')} "
         f"({bench['machine'].get('torch')}), prompt '{bench['prompt']}'; medians of repeated runs, all in one run.",
         "",
+        "Eager PyTorch (`benchmarks/results/bench.json`):",
+        "",
         *table4(bench),
         "",
+        *(
+            [
+                "With `--compile` (`torch.compile` of every transformer, teacher and students alike; `benchmarks/results/bench_compiled.json`):",
+                "",
+                *table4(compiled),
+                "",
+            ]
+            if compiled
+            else ["_No compiled benchmark (benchmarks/results/bench_compiled.json) yet._", ""]
+        ),
         "Paper (one A100): denoising as a share of the teacher's total time: teacher-50 91.94%, 4 steps 5.88%, 2 steps 2.16%, 1 step 0.33% "
         "(the 278.6x of sampling alone; about 13x end to end for 1 step).",
         "",

@@ -89,28 +89,40 @@ def spread(values) -> dict:
 
 
 def bench_model(pipe, spec, prompt: str, runs: int, warmup: int, batch_size: int) -> dict:
-    """Time ``runs`` generations of ``batch_size`` videos (after ``warmup`` untimed ones)."""
+    """Time ``runs`` generations of ``batch_size`` videos (after ``warmup`` untimed ones), then
+    measure peak memory on one more, untimed, generation: the memory sampler's thread would
+    otherwise compete with a millisecond-long denoising step for the GIL and inflate it."""
     device = pipe._execution_device
     samples = {k: [] for k in PARTS}
-    nfe, peak = None, None
-    for i in range(warmup + runs):
+    nfe = None
+
+    def generate(i: int):
         generators = [torch.Generator().manual_seed(1000 * i + j) for j in range(batch_size)]
-        with PeakMemory(device) as memory:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            out = pipe([prompt] * batch_size, num_inference_steps=spec.steps, guidance_scale=spec.guidance, generator=generators)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            total = time.perf_counter() - start
+        return pipe([prompt] * batch_size, num_inference_steps=spec.steps, guidance_scale=spec.guidance, generator=generators)
+
+    for i in range(warmup + runs):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        out = generate(i)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total = time.perf_counter() - start
         if i < warmup:
             continue
         for key in PARTS[:-1]:
             samples[key].append(out.timings[key])
         samples["end_to_end_s"].append(total)
         nfe = out.timings["nfe"]
-        peak = memory.report() if peak is None else max(peak, memory.report(), key=lambda r: r["peak_mib"] or 0)
-    return {"spec": asdict(spec), "nfe": nfe, "batch_size": batch_size, **{k: spread(v) for k, v in samples.items()}, "memory": peak}
+    with PeakMemory(device) as memory:
+        generate(warmup + runs)
+    return {
+        "spec": asdict(spec),
+        "nfe": nfe,
+        "batch_size": batch_size,
+        **{k: spread(v) for k, v in samples.items()},
+        "memory": memory.report(),
+    }
 
 
 def plot(result: dict, path: str) -> None:
@@ -158,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=positive_int, default=1)
     p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile every transformer first (same for teacher and students; raise --warmup: compiling happens in the first calls)",
+    )
     p.add_argument("--out", default="bench.json", help="JSON path; the plot is written beside it as .png")
     args = p.parse_args(argv)
     import diffusers.utils.logging as diffusers_logging
@@ -179,12 +196,15 @@ def main(argv: list[str] | None = None) -> int:
             load_pipeline(spec, cache)
         for pipe, _ in cache.values():
             pipe.to(device)
+            if args.compile:
+                pipe.transformer.compile(dynamic=False)
         result = {
             "machine": {
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
                 "threads": torch.get_num_threads(),
                 "platform": platform.platform(),
                 "torch": torch.__version__,
+                "compiled": args.compile,
             },
             "prompt": args.prompt,
             "reference": specs[0].label,

@@ -133,6 +133,15 @@ def test_shipped_configs_parse(name):
     assert cfg.num_steps in (1, 2, 4) and cfg.vsd and cfg.cd and cfg.lrm
 
 
+def test_command_line_flags_win_over_the_config_file_including_negations():
+    config = os.path.join(ROOT, "train", "configs", "student-4.yaml")
+    cfg = distill.parse_config(["--config", config, "--no_cd", "--no-lrm", "--fake-lr=1e-3", "--reward_method", "ddpo"])
+    assert (cfg.vsd, cfg.cd, cfg.lrm) == (True, False, False)
+    assert cfg.fake_lr == 1e-3 and cfg.reward_method == "ddpo"
+    cfg = distill.parse_config(["--config", config, "--vsd", "false"])
+    assert (cfg.vsd, cfg.cd, cfg.lrm) == (False, True, True)
+
+
 def test_validation_logs_checker_accuracy_and_videos(tiny_teacher, tmp_path):
     out = tmp_path / "v"
     result = distill.main(_cfg(tiny_teacher, out, "--lrm", "false", "--max_iters", "2", "--validate_every", "2"))

@@ -125,7 +125,9 @@ def parse_config(argv: list[str] | None = None) -> DistillConfig:
         if unknown:
             raise SystemExit(f"error: {cfg.config} has unknown keys {unknown}; see `python train/distill.py --help`.")
         # flags given on the command line win over the file
-        given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
+        # (by the parser's own options: `--no_cd` sets `cd`, `--fake-lr` sets `fake_lr`)
+        flags = {a.split("=")[0] for a in argv if a.startswith("--")}
+        given = {action.dest for action in parser._actions if flags & set(action.option_strings)}
         for key, value in values.items():
             if key not in given:
                 setattr(cfg, key, value)

@@ -78,11 +78,11 @@ def fig(f: dict | None, pct: bool = False, digits: int = 3, ci: bool = True) -> 
 def compare(a: dict, b: dict) -> str:
     """'higher' / 'lower' when the 95% intervals are disjoint, else 'within noise'."""
     if a["low"] is None or b["low"] is None:
-        return "higher" if a["mean"] > b["mean"] else "lower"
+        return "higher than" if a["mean"] > b["mean"] else "lower than"
     if a["low"] > b["high"]:
-        return "higher"
+        return "higher than"
     if a["high"] < b["low"]:
-        return "lower"
+        return "lower than"
     return "within noise of"
 
 
@@ -134,7 +134,7 @@ def table1_checks(models: dict) -> list[str]:
         if t and all(rows.values()):
             total = {n: r["aggregate"]["total_score"] for n, r in rows.items()}
             out.append(
-                f"- {k} step(s): total score VSD {100 * total['VSD-only']['mean']:.1f}, VSD+CD {100 * total['VSD+CD']['mean']:.1f}, "
+                f"- {k} step{'s' if k > 1 else ''}: total score VSD {100 * total['VSD-only']['mean']:.1f}, VSD+CD {100 * total['VSD+CD']['mean']:.1f}, "
                 f"VSD+CD+LRM {100 * total['VSD+CD+LRM']['mean']:.1f}; teacher-50 {100 * t['aggregate']['total_score']['mean']:.1f}. "
                 f"VSD+CD+LRM is {compare(total['VSD+CD+LRM'], t['aggregate']['total_score'])} the teacher "
                 f"and {compare(total['VSD+CD+LRM'], total['VSD+CD'])} VSD+CD (95% intervals over seeds)."
@@ -195,24 +195,29 @@ def table3(models: dict) -> list[str]:
     return lines
 
 
+def paired(m: dict) -> str:
+    p = m.get("speedup_denoising_paired")
+    if not p:
+        return f"{m['speedup_denoising']:.1f}x"
+    return f"{p['median']:.1f}x [{p['q25']:.1f}, {p['q75']:.1f}]"
+
+
 def table4(bench: dict) -> list[str]:
     ref = bench["models"][bench["reference"]]
     ref_e2e = ref["end_to_end_s"]["median"]
     lines = [
-        "| model | NFE | denoising (s, median) | end to end (s) | denoising as % of the teacher's end-to-end time | paper (A100) | denoising speedup | end-to-end speedup | NFE limit |",
+        "| model | NFE | denoising (s, median) | end to end (s) | denoising as % of the teacher's end-to-end time | paper (A100) | denoising speedup, paired [IQR] | end-to-end speedup | NFE limit |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, m in bench["models"].items():
-        steps = (m.get("spec") or {}).get("steps")
         paper = ""
         if label == bench["reference"]:
             paper = f"{PAPER_SHARE['teacher-50']}%"
         elif label.startswith("student-"):
             paper = f"{PAPER_SHARE.get(label.split('-')[1], '')}%"
-        del steps
         lines.append(
             f"| {label} | {m['nfe']} | {m['denoising_s']['median']:.4f} | {m['end_to_end_s']['median']:.4f} | "
-            f"{100 * m['denoising_s']['median'] / ref_e2e:.2f}% | {paper} | {m['speedup_denoising']:.1f}x | "
+            f"{100 * m['denoising_s']['median'] / ref_e2e:.2f}% | {paper} | {paired(m)} | "
             f"{m['speedup_end_to_end']:.1f}x | {ref['nfe'] / m['nfe']:.0f}x |"
         )
     return lines
@@ -370,7 +375,7 @@ def main() -> int:
         "## Table 4: speed",
         "",
         f"`python -m dollar.bench`, batch 1, {bench['machine'].get('threads')} torch thread(s) on {bench['machine'].get('device')} "
-        f"({bench['machine'].get('torch')}), prompt '{bench['prompt']}'; medians of repeated runs, all in one run.",
+        f"({bench['machine'].get('torch')}), prompt '{bench['prompt']}'; medians of 30 rounds in one run, the models taking turns each round (so the paired speedup is a median of per-round ratios).",
         "",
         "Eager PyTorch (`benchmarks/results/bench.json`):",
         "",

@@ -4,7 +4,9 @@
 
 For each model: median and spread (interquartile range, min, max) of text encoding, denoising,
 decoding and end-to-end seconds over ``--runs`` timed runs after ``--warmup`` untimed ones,
-network evaluations, peak memory, and the speedup over the reference (the 50-step teacher).
+network evaluations, peak memory, and the speedup over the reference (the 50-step teacher):
+the ratio of medians and, because the models take turns round by round, the median of the
+per-round (paired) ratios, which a drifting machine does not bias.
 Writes JSON and a bar chart (PNG) beside it. Model specs as in ``python -m dollar.evaluate``.
 """
 
@@ -88,41 +90,64 @@ def spread(values) -> dict:
     return {"median": float(q50), "q25": float(q25), "q75": float(q75), "min": float(x.min()), "max": float(x.max()), "runs": len(x)}
 
 
-def bench_model(pipe, spec, prompt: str, runs: int, warmup: int, batch_size: int) -> dict:
-    """Time ``runs`` generations of ``batch_size`` videos (after ``warmup`` untimed ones), then
-    measure peak memory on one more, untimed, generation: the memory sampler's thread would
-    otherwise compete with a millisecond-long denoising step for the GIL and inflate it."""
-    device = pipe._execution_device
-    samples = {k: [] for k in PARTS}
-    nfe = None
+def bench_models(jobs, prompt: str, runs: int, warmup: int, batch_size: int) -> dict[str, dict]:
+    """Time ``runs`` generations of ``batch_size`` videos per model, after ``warmup`` untimed
+    rounds. ``jobs``: (spec, get_pipeline) pairs. The models take turns, one generation each per
+    round, so a slow drift of the machine (another tenant, clocks) hits every model alike and
+    per-round ratios to the reference are paired. Peak memory comes from one more, untimed,
+    generation per model: the memory sampler's thread would otherwise compete with a
+    millisecond-long denoising step for the GIL and inflate it."""
+    samples = {spec.label: {k: [] for k in PARTS} for spec, _ in jobs}
+    nfe: dict[str, int] = {}
 
-    def generate(i: int):
+    def generate(pipe, spec, i: int):
         generators = [torch.Generator().manual_seed(1000 * i + j) for j in range(batch_size)]
         return pipe([prompt] * batch_size, num_inference_steps=spec.steps, guidance_scale=spec.guidance, generator=generators)
 
     for i in range(warmup + runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        out = generate(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        total = time.perf_counter() - start
-        if i < warmup:
-            continue
-        for key in PARTS[:-1]:
-            samples[key].append(out.timings[key])
-        samples["end_to_end_s"].append(total)
-        nfe = out.timings["nfe"]
-    with PeakMemory(device) as memory:
-        generate(warmup + runs)
-    return {
-        "spec": asdict(spec),
-        "nfe": nfe,
-        "batch_size": batch_size,
-        **{k: spread(v) for k, v in samples.items()},
-        "memory": memory.report(),
-    }
+        for spec, get_pipeline in jobs:
+            pipe = get_pipeline()
+            device = pipe._execution_device
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            out = generate(pipe, spec, i)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            total = time.perf_counter() - start
+            if i < warmup:
+                continue
+            for key in PARTS[:-1]:
+                samples[spec.label][key].append(out.timings[key])
+            samples[spec.label]["end_to_end_s"].append(total)
+            nfe[spec.label] = out.timings["nfe"]
+    results = {}
+    for spec, get_pipeline in jobs:
+        pipe = get_pipeline()
+        with PeakMemory(pipe._execution_device) as memory:
+            generate(pipe, spec, warmup + runs)
+        results[spec.label] = {
+            "spec": asdict(spec),
+            "nfe": nfe.get(spec.label),
+            "batch_size": batch_size,
+            **{k: spread(v) for k, v in samples[spec.label].items()},
+            "memory": memory.report(),
+            "_samples": samples[spec.label],
+        }
+    return results
+
+
+def paired_speedups(results: dict, reference: str) -> None:
+    """Speedups over ``reference``: ratio of medians, and the median of per-round ratios."""
+    ref = results[reference]
+    for r in results.values():
+        r["speedup_end_to_end"] = ref["end_to_end_s"]["median"] / r["end_to_end_s"]["median"]
+        r["speedup_denoising"] = ref["denoising_s"]["median"] / max(r["denoising_s"]["median"], 1e-12)
+        for key in ("denoising_s", "end_to_end_s"):
+            ratios = [a / max(b, 1e-12) for a, b in zip(ref["_samples"][key], r["_samples"][key], strict=True)]
+            r[f"speedup_{key[:-2]}_paired"] = spread(ratios)
+    for r in results.values():
+        r.pop("_samples")
 
 
 def plot(result: dict, path: str) -> None:
@@ -210,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
             "reference": specs[0].label,
             "models": {},
         }
+        jobs = [(spec, lambda spec=spec: load_pipeline(spec, cache)) for spec in specs]
+        result["models"] = bench_models(jobs, args.prompt, args.runs, args.warmup, args.batch_size)
+        paired_speedups(result["models"], specs[0].label)
         for spec in specs:
-            pipe = load_pipeline(spec, cache)
-            result["models"][spec.label] = bench_model(pipe, spec, args.prompt, args.runs, args.warmup, args.batch_size)
             r = result["models"][spec.label]
             print(
                 f"{spec.label}: {r['nfe']} NFE, end to end {r['end_to_end_s']['median']:.3f} s "
@@ -223,10 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    ref = result["models"][specs[0].label]
-    for r in result["models"].values():
-        r["speedup_end_to_end"] = ref["end_to_end_s"]["median"] / r["end_to_end_s"]["median"]
-        r["speedup_denoising"] = ref["denoising_s"]["median"] / max(r["denoising_s"]["median"], 1e-12)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     plot(result, os.path.splitext(args.out)[0] + ".png")

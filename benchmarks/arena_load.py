@@ -37,16 +37,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_postgres(folder: str):
-    """A throwaway PostgreSQL server (apt `postgresql`) in ``folder``: (URL, stop function)."""
+def find_postgres_bindir() -> str | None:
+    """The folder of PostgreSQL's server programs (Debian's `postgresql`, or initdb on PATH)."""
     import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return os.path.dirname(initdb) if initdb else None
+
+
+def start_postgres(folder: str, extra_options: str = ""):
+    """A throwaway PostgreSQL server (apt `postgresql`) in ``folder``: (URL, stop function).
+    ``extra_options``: more server settings, e.g. ``-c fsync=off`` for tests."""
     import shutil
     import subprocess
 
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not found:
+    bindir = find_postgres_bindir()
+    if not bindir:
         raise SystemExit("PostgreSQL is not installed: apt-get install -y postgresql (and pip install 'psycopg[binary]').")
-    bindir = os.path.dirname(found[-1])
     data, sockets = os.path.join(folder, "pgdata"), os.path.join(folder, "pgsock")
     os.makedirs(sockets)
     run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses root
@@ -58,7 +67,7 @@ def start_postgres(folder: str):
     subprocess.run(
         [*run_as, f"{bindir}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True
     )
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=200 {extra_options}".strip()
     log = os.path.join(folder, "pg.log")
     subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", data, "-o", options, "-w", "-l", log, "start"], check=True, capture_output=True)
 

@@ -90,13 +90,14 @@ def spread(values) -> dict:
     return {"median": float(q50), "q25": float(q25), "q75": float(q75), "min": float(x.min()), "max": float(x.max()), "runs": len(x)}
 
 
-def bench_models(jobs, prompt: str, runs: int, warmup: int, batch_size: int) -> dict[str, dict]:
+def bench_models(jobs, prompt: str, runs: int, warmup: int, batch_size: int) -> tuple[dict[str, dict], dict[str, dict]]:
     """Time ``runs`` generations of ``batch_size`` videos per model, after ``warmup`` untimed
     rounds. ``jobs``: (spec, get_pipeline) pairs. The models take turns, one generation each per
     round, so a slow drift of the machine (another tenant, clocks) hits every model alike and
     per-round ratios to the reference are paired. Peak memory comes from one more, untimed,
     generation per model: the memory sampler's thread would otherwise compete with a
-    millisecond-long denoising step for the GIL and inflate it."""
+    millisecond-long denoising step for the GIL and inflate it. Returns the per-model summaries
+    and the raw per-round seconds (label -> part -> list)."""
     samples = {spec.label: {k: [] for k in PARTS} for spec, _ in jobs}
     nfe: dict[str, int] = {}
 
@@ -132,22 +133,20 @@ def bench_models(jobs, prompt: str, runs: int, warmup: int, batch_size: int) -> 
             "batch_size": batch_size,
             **{k: spread(v) for k, v in samples[spec.label].items()},
             "memory": memory.report(),
-            "_samples": samples[spec.label],
         }
-    return results
+    return results, samples
 
 
-def paired_speedups(results: dict, reference: str) -> None:
-    """Speedups over ``reference``: ratio of medians, and the median of per-round ratios."""
+def paired_speedups(results: dict, samples: dict, reference: str) -> None:
+    """Add the speedups over ``reference`` to ``results``: ratio of medians, and the spread of
+    per-round ratios (``samples`` from :func:`bench_models`)."""
     ref = results[reference]
-    for r in results.values():
+    for label, r in results.items():
         r["speedup_end_to_end"] = ref["end_to_end_s"]["median"] / r["end_to_end_s"]["median"]
         r["speedup_denoising"] = ref["denoising_s"]["median"] / max(r["denoising_s"]["median"], 1e-12)
         for key in ("denoising_s", "end_to_end_s"):
-            ratios = [a / max(b, 1e-12) for a, b in zip(ref["_samples"][key], r["_samples"][key], strict=True)]
+            ratios = [a / max(b, 1e-12) for a, b in zip(samples[reference][key], samples[label][key], strict=True)]
             r[f"speedup_{key[:-2]}_paired"] = spread(ratios)
-    for r in results.values():
-        r.pop("_samples")
 
 
 def plot(result: dict, path: str) -> None:
@@ -181,8 +180,7 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dollar.evaluate import nonnegative_int
-    from dollar.generate import positive_int
+    from dollar.generate import nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(prog="python -m dollar.bench", description=__doc__.strip().splitlines()[0])
     p.add_argument("--models", nargs="+", default=["teacher", "teacher:steps=4"], help="model specs (see python -m dollar.evaluate --help)")
@@ -236,8 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             "models": {},
         }
         jobs = [(spec, lambda spec=spec: load_pipeline(spec, cache)) for spec in specs]
-        result["models"] = bench_models(jobs, args.prompt, args.runs, args.warmup, args.batch_size)
-        paired_speedups(result["models"], specs[0].label)
+        result["models"], samples = bench_models(jobs, args.prompt, args.runs, args.warmup, args.batch_size)
+        paired_speedups(result["models"], samples, specs[0].label)
         for spec in specs:
             r = result["models"][spec.label]
             print(

@@ -486,18 +486,8 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from dollar.generate import positive_int
+    from dollar.generate import nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(prog="python -m dollar.evaluate", description=__doc__.strip().splitlines()[0])
     p.add_argument(

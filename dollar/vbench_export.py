@@ -101,8 +101,8 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dollar.evaluate import load_pipeline, nonnegative_int, parse_model_spec
-    from dollar.generate import positive_int
+    from dollar.evaluate import load_pipeline, parse_model_spec
+    from dollar.generate import nonnegative_int, positive_int
 
     p = argparse.ArgumentParser(prog="python -m dollar.vbench_export", description=__doc__.strip().splitlines()[0])
     p.add_argument("--model", default="teacher", help="model spec (see python -m dollar.evaluate --help)")

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -68,3 +69,11 @@ def needs_system(what: str, how: str) -> None:
     if os.environ.get("DOLLAR_SYSTEM_TESTS") == "1":
         pytest.fail(message + "; .ci/run should have installed it", pytrace=False)
     pytest.skip(message)
+
+
+def load_benchmark(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

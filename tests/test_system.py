@@ -4,25 +4,14 @@ API against SQLite and a real PostgreSQL server. `.ci/run` installs Chromium and
 (Debian) and sets DOLLAR_SYSTEM_TESTS=1, so these fail there instead of skipping.
 The full-size runs are `python benchmarks/browser_check.py` and `python benchmarks/arena_load.py`."""
 
-import glob
-import importlib.util
-import os
-
 import pytest
 
-from conftest import ROOT, needs_system, requires_bundled_teacher
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_benchmark, needs_system, requires_bundled_teacher
 
 
 @requires_bundled_teacher
 def test_new_user_walk_in_a_real_browser(tmp_path):
-    browser_check = _load("browser_check")
+    browser_check = load_benchmark("browser_check")
     chromium = browser_check.find_chromium()
     if chromium is None:
         needs_system("Chromium", "apt-get install chromium")
@@ -53,9 +42,9 @@ def test_concurrent_raters_store_every_vote_exactly_once(backend, tmp_path):
             import psycopg  # noqa: F401
         except ImportError:
             needs_system("psycopg", "pip install -r requirements.txt")
-        if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
-            needs_system("PostgreSQL", "apt-get install postgresql")
-    arena_load = _load("arena_load")
+    arena_load = load_benchmark("arena_load")
+    if backend == "postgresql" and arena_load.find_postgres_bindir() is None:
+        needs_system("PostgreSQL", "apt-get install postgresql")
     # A smaller run than the benchmark's 20 x 1000 (benchmarks/results/arena_load*.json): 20
     # clients, 100 votes, battles from a small pool of the fast few-step models.
     argv = ["--clients", "20", "--votes", "100", "--pool-rounds", "12", "--models", "teacher DDIM-1,teacher DDIM-2,teacher DDIM-4"]

@@ -1,10 +1,6 @@
-import glob
 import json
 import os
-import pathlib
 import shutil
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -15,15 +11,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from conftest import needs_system
+from conftest import load_benchmark, needs_system
 from dollar.votes import CRITERIA, HubMirror, VoteError, VoteRow, VoteStore, default_db_url
 
 ANSWERS = dict(visual_quality="A", text_alignment="tie", motion="B", overall="both_bad")
-
-
-def _postgres_bin() -> str | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return os.path.dirname(found[-1]) if found else shutil.which("initdb") and os.path.dirname(shutil.which("initdb"))
 
 
 @pytest.fixture(scope="session")
@@ -34,32 +25,15 @@ def postgres_server():
         import psycopg  # noqa: F401
     except ImportError:
         needs_system("psycopg", "pip install -r requirements.txt")
-    bindir = _postgres_bin()
-    if not bindir:
+    arena_load = load_benchmark("arena_load")
+    if arena_load.find_postgres_bindir() is None:
         needs_system("PostgreSQL", "apt-get install postgresql")
-    folder = pathlib.Path(tempfile.mkdtemp(prefix="dollar-pg-"))  # not under pytest's 0700 folders: the server user must reach it
-    data, sockets = folder / "data", folder / "sock"
-    sockets.mkdir()
-    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # initdb refuses to run as root
-    if run_as:
-        shutil.chown(folder, "postgres")
-        shutil.chown(sockets, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    subprocess.run(
-        [*run_as, f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"], check=True, capture_output=True
-    )
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-o", options, "-w", "-l", str(folder / "log"), "start"],
-        check=True,
-        capture_output=True,
-    )
+    folder = tempfile.mkdtemp(prefix="dollar-pg-")  # not under pytest's 0700 folders: the server user must reach it
+    url, stop = arena_load.start_postgres(folder, "-c fsync=off")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        yield url.rsplit("/", 1)[0]  # without the database: each test creates its own
     finally:
-        subprocess.run([*run_as, f"{bindir}/pg_ctl", "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -16,12 +16,15 @@ import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import DollarPipeline, world  # noqa: E402
 from dollar.data import video_to_tensor  # noqa: E402
+from dollar.evaluate import DEFAULT_PROBE  # noqa: E402
 from dollar.evaluation import checker_accuracy, psnr  # noqa: E402
+from dollar.models.probe import AttributeProbe, attribute_accuracy  # noqa: E402
 from dollar.pipeline import postprocess_video  # noqa: E402
 
 
@@ -46,9 +49,19 @@ def vae_quality(pipe, n: int) -> dict:
         for v in real:
             z = pipe.vae.encode(video_to_tensor(v)[None]).latent_dist.mode()
             recon.append(postprocess_video(pipe.vae.decode(z).sample.clamp(-1, 1), "np")[0])
+    # Shape is read by the attribute probe (the checker has no shape): how much of it survives the VAE?
+    shapes = {}
+    if os.path.exists(os.path.join(DEFAULT_PROBE, "config.json")):
+        probe = AttributeProbe.from_pretrained(DEFAULT_PROBE).eval()
+        objects = [p.objects for p in prompts]
+        shapes = {
+            "probe_shape_on_real": attribute_accuracy(probe, np.stack(real), objects)["shape"],
+            "probe_shape_on_reconstructions": attribute_accuracy(probe, np.stack(recon), objects)["shape"],
+        }
     return {
         "checker_on_real": checker_accuracy(real, [p.objects for p in prompts]),
         "checker_on_reconstructions": checker_accuracy(recon, [p.objects for p in prompts]),
+        **shapes,
         "videos": n,
         "psnr_db_mean": statistics.fmean(scores),
         "psnr_db_min": min(scores),
@@ -172,7 +185,13 @@ def to_markdown(r: dict) -> str:
         f"decode {1000 * v['decode_s_median']:.0f} ms per video (median). The checker on the real held-out clips: "
         f"colour {100 * v['checker_on_real']['colour']:.1f}%, motion {100 * v['checker_on_real']['motion']:.1f}%; "
         f"on their VAE reconstructions: colour {100 * v['checker_on_reconstructions']['colour']:.1f}%, "
-        f"motion {100 * v['checker_on_reconstructions']['motion']:.1f}% (the ceiling a generator in this latent space can reach).",
+        f"motion {100 * v['checker_on_reconstructions']['motion']:.1f}% (the ceiling a generator in this latent space can reach)."
+        + (
+            f" Shape, read by the attribute probe: {100 * v['probe_shape_on_real']:.1f}% on the real clips, "
+            f"{100 * v['probe_shape_on_reconstructions']:.1f}% on their reconstructions (the ceiling for shape)."
+            if "probe_shape_on_real" in v
+            else ""
+        ),
         "",
         f"One 50-step teacher video with CFG ({lat['nfe']} network evaluations), end to end: "
         f"{lat['end_to_end_s_median']:.2f} s median, {lat['end_to_end_s_max']:.2f} s worst of {lat['runs']} "

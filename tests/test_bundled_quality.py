@@ -24,7 +24,7 @@ def test_bundled_vae_reconstructs_held_out_clips():
         for seed in range(8):
             x = video_to_tensor(world.make_sample(50_000 + seed, split="eval")[0])[None]
             scores.append(psnr(pipe.vae.decode(pipe.vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1), x))
-    assert np.mean(scores) > 22
+    assert np.mean(scores) > 23  # 64 clips measure 25.2 dB (benchmarks/results/foundation.json)
 
 
 @pytest.mark.slow
@@ -40,9 +40,9 @@ def test_bundled_teacher_gets_colours_of_held_out_prompts_and_beats_one_step_ddi
         return checker_accuracy(frames, [p.objects for p in prompts])
 
     fifty, one = accuracy(50), accuracy(1)
-    # 16 prompts, one seed: loose guards (64 x 3 measure 100% / 67%: benchmarks/results/foundation.json;
-    # the RoPE-only teacher scored 17% motion, chance is 12.5%)
-    assert fifty["colour"] > 0.85 and fifty["motion"] > 0.35
+    # 16 prompts, one seed: loose guards (64 x 3 measure 100% / 95%: benchmarks/results/foundation.json;
+    # the RoPE-only teacher scored 17% motion, the first teacher with positions 67%, chance is 12.5%)
+    assert fifty["colour"] > 0.85 and fifty["motion"] > 0.75
     assert fifty["colour"] > one["colour"] + 0.3
 
 

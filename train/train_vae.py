@@ -91,7 +91,8 @@ def main(cfg: VAETrainConfig) -> None:
         optimizer,
         lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.max_steps, 1.0))),
     )
-    dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=0, two_object_fraction=cfg.two_object_fraction)
+    # The clips follow --seed, so a fine-tune with another seed sees clips the first run never did.
+    dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=cfg.seed, two_object_fraction=cfg.two_object_fraction)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
     step = 0
     if cfg.resume:

@@ -11,6 +11,11 @@ kept (spatial pooling only) and flattened into one feature vector. Heads:
 * ``colour_logits``: which colours are present (multi-label, sigmoid), from the plain features;
 * for a *query colour* (FiLM on the stem maps), the shape, motion, size and speed of the
   object of that colour: this binds attributes to objects in two-object scenes.
+
+Shape has its own full-resolution path: a learned per-pixel "is this the query colour" gate
+turns each frame into the silhouette of the queried object, and a small 2-D CNN reads its
+corners and edges at 64 and 32 px (the 16 px appearance maps alone blur a small triangle into
+a diamond). Silhouette features are max-pooled over space and averaged over time.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         feature_dim: int = 64,
         num_frames: int = world.NUM_FRAMES,
         frame_stride: int = 2,
+        silhouette_channels: tuple[int, int, int] = (16, 24, 24),
+        silhouette_frame_stride: int = 4,
     ):
         super().__init__()
         c1, c2 = stem_channels
@@ -73,7 +80,25 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         t_out = ((t_in - 1) // 2) // 2 + 1  # two stride-2 convs with padding 1
         self.to_features = nn.Linear(2 * tc * t_out + c2, feature_dim)
         self.colour_head = nn.Linear(feature_dim, len(colours))
-        self.query_heads = nn.ModuleDict({name: nn.Linear(feature_dim + c2, len(self._vocab(name))) for name in QUERY_HEADS})
+        # The silhouette path: per-pixel colour codes . query code -> a soft mask of the queried
+        # object, read at full resolution.
+        code = 8
+        self.pixel_code = nn.Sequential(nn.Conv2d(3, code, 1), nn.SiLU(), nn.Conv2d(code, code, 1))
+        self.query_code = nn.Embedding(len(colours) + 1, code + 1)  # code and bias
+        s1, s2, s3 = silhouette_channels
+        self.silhouette = nn.Sequential(
+            nn.Conv2d(1, s1, 4, stride=2, padding=1),  # sees every pixel, keeps no 64x64 feature map
+            nn.SiLU(),
+            nn.Conv2d(s1, s2, 3, padding=1),
+            nn.GroupNorm(4, s2),
+            nn.SiLU(),
+            nn.Conv2d(s2, s3, 3, stride=2, padding=1),
+            nn.GroupNorm(4, s3),
+            nn.SiLU(),
+            nn.Conv2d(s3, s3, 3, padding=1),
+            nn.SiLU(),
+        )
+        self.query_heads = nn.ModuleDict({name: nn.Linear(feature_dim + c2 + s3, len(self._vocab(name))) for name in QUERY_HEADS})
 
     def _vocab(self, head: str) -> tuple[str, ...]:
         return tuple(self.config[head + "s"])
@@ -94,6 +119,24 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         b, c, t, h, w = video.shape
         x = self.stem(video.transpose(1, 2).reshape(b * t, c, h, w))
         return x.view(b, t, *x.shape[1:]).transpose(1, 2)
+
+    def query_mask(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Soft mask ``[B, T', H, W]`` of the pixels of the query colour in every
+        ``silhouette_frame_stride``-th frame of ``video`` ``[B, 3, T, H, W]`` (shapes do not
+        change over a clip, so a few frames are enough)."""
+        video = video[:, :, :: self.config.silhouette_frame_stride]
+        b, c, t, h, w = video.shape
+        codes = self.pixel_code(video.transpose(1, 2).reshape(b * t, c, h, w)).view(b, t, -1, h, w)
+        q = self.query_code(query)  # [B, code + 1]
+        logits = torch.einsum("btchw,bc->bthw", codes, q[:, :-1]) + q[:, -1, None, None, None]
+        return torch.sigmoid(logits)
+
+    def silhouette_features(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Shape features ``[B, C]`` of the queried object's silhouette: max over space, mean over time."""
+        mask = self.query_mask(video, query)
+        b, t, h, w = mask.shape
+        x = self.silhouette(mask.reshape(b * t, 1, h, w))
+        return x.amax((2, 3)).view(b, t, -1).mean(1)
 
     def _features_from_maps(self, maps: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(clip features [B, D], max-pooled local appearance [B, C]) under a query colour."""
@@ -121,7 +164,8 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         out = {"features": features, "colour_logits": self.colour_head(features)}
         if query is not None:
             features_q, appearance = self._features_from_maps(maps, query)
-            q = torch.cat([F.silu(features_q), appearance], dim=1)  # a direct path for shape
+            # direct paths for shape: pooled local appearance, and the object's silhouette
+            q = torch.cat([F.silu(features_q), appearance, self.silhouette_features(video, query)], dim=1)
             out.update({f"{name}_logits": head(q) for name, head in self.query_heads.items()})
         return out
 

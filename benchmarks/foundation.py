@@ -49,18 +49,18 @@ def vae_quality(pipe, n: int) -> dict:
         for v in real:
             z = pipe.vae.encode(video_to_tensor(v)[None]).latent_dist.mode()
             recon.append(postprocess_video(pipe.vae.decode(z).sample.clamp(-1, 1), "np")[0])
+    objects = [p.objects for p in prompts]
     # Shape is read by the attribute probe (the checker has no shape): how much of it survives the VAE?
     shapes = {}
     if os.path.exists(os.path.join(DEFAULT_PROBE, "config.json")):
         probe = AttributeProbe.from_pretrained(DEFAULT_PROBE).eval()
-        objects = [p.objects for p in prompts]
         shapes = {
             "probe_shape_on_real": attribute_accuracy(probe, np.stack(real), objects)["shape"],
             "probe_shape_on_reconstructions": attribute_accuracy(probe, np.stack(recon), objects)["shape"],
         }
     return {
-        "checker_on_real": checker_accuracy(real, [p.objects for p in prompts]),
-        "checker_on_reconstructions": checker_accuracy(recon, [p.objects for p in prompts]),
+        "checker_on_real": checker_accuracy(real, objects),
+        "checker_on_reconstructions": checker_accuracy(recon, objects),
         **shapes,
         "videos": n,
         "psnr_db_mean": statistics.fmean(scores),

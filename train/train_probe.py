@@ -166,8 +166,8 @@ tags: [evaluation, video-classification, dollar]
 A small 3-D conv classifier ({params:,} parameters, `dollar.models.probe.AttributeProbe`) that reads
 the colour, shape, motion, size and speed of each object in a 17x64x64 world video; the colour
 query binds attributes to objects in two-object scenes, and shape is also read from the
-queried object's silhouette at full resolution (a learned colour gate, then a small 2-D CNN). `dollar.evaluate` uses it for shape and
-composition accuracy, and its features for the Frechet distance ("FVD" of the world), feature
+queried object's silhouette at full resolution (a learned colour gate, then a small 2-D CNN).
+`dollar.evaluate` uses it for shape and composition accuracy, and its features for the Frechet distance ("FVD" of the world), feature
 diversity (Vendi) and subject consistency.
 
 Trained by `python train/train_probe.py` on {cfg["clips"]} ground-truth clips of the world's "train"

@@ -13,9 +13,10 @@ kept (spatial pooling only) and flattened into one feature vector. Heads:
   object of that colour: this binds attributes to objects in two-object scenes.
 
 Shape has its own full-resolution path: a learned per-pixel "is this the query colour" gate
-turns each frame into the silhouette of the queried object, and a small 2-D CNN reads its
-corners and edges at 64 and 32 px (the 16 px appearance maps alone blur a small triangle into
-a diamond). Silhouette features are max-pooled over space and averaged over time.
+turns every 4th frame into the silhouette of the queried object, and a small 2-D CNN reads its
+corners and edges (a first 4x4 stride-2 convolution sees every pixel, then 32 and 16 px maps;
+the 16 px appearance maps alone lose the corners of small objects). Silhouette features are
+max-pooled over space and averaged over time.
 """
 
 from __future__ import annotations

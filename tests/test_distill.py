@@ -170,3 +170,36 @@ def test_collapse_sentinel_rolls_back_to_the_last_healthy_checkpoint(tiny_teache
     # each rollback halves the rate again (two rollbacks: a quarter), then the run goes on warning
     assert result["history"][-1]["lr_generator"] == pytest.approx(0.25 * flagged[0]["lr_generator"])
     assert len(flagged) == 3 and "rolled_back_to" not in flagged[-1]
+
+
+def test_runs_share_a_cache_of_the_same_data_and_refuse_a_foreign_one(tiny_teacher, tmp_path, monkeypatch):
+    shared = tmp_path / "cache"
+    first = distill.main(_cfg(tiny_teacher, tmp_path / "a", "--lrm", "false", "--cache_dir", str(shared)))
+    assert (shared / "data.safetensors").exists() and not (tmp_path / "a" / "cache").exists()
+    calls = []
+    monkeypatch.setattr(distill, "encode_dataset", lambda *a, **k: calls.append(1))
+    second = distill.main(_cfg(tiny_teacher, tmp_path / "b", "--lrm", "false", "--cache_dir", str(shared)))
+    assert calls == [] and second["history"][0] == first["history"][0]
+    with pytest.raises(SystemExit, match="another VAE, text encoder or data"):
+        distill.main(_cfg(tiny_teacher, tmp_path / "c", "--lrm", "false", "--cache_dir", str(shared), "--num_clips", "6"))
+    assert (shared / "data.safetensors").exists()  # nothing stored is lost
+
+
+def test_init_student_starts_from_another_students_weights(tiny_teacher, tmp_path, tiny_pipeline):
+    four = tmp_path / "four"
+    distill.main(_cfg(tiny_teacher, four, "--lrm", "false", "--max_iters", "2"))
+    from dollar import DollarPipeline
+
+    source = DollarPipeline.from_pretrained(str(four)).transformer.state_dict()
+    one = distill.main(
+        _cfg(tiny_teacher, tmp_path / "one", "--num_steps", "1", "--lrm", "false", "--init_student", str(four), "--generator_lr", "0")
+    )
+    assert one["iterations"] == 1
+    started = DollarPipeline.from_pretrained(str(tmp_path / "one")).transformer.state_dict()
+    assert all(torch.allclose(started[k].float(), source[k].float()) for k in source)  # lr 0: still the 4-step weights
+    smaller = type(tiny_pipeline.transformer)(**{**tiny_pipeline.transformer.config, "num_layers": 2})
+    DollarPipeline(**{**tiny_pipeline.components, "transformer": smaller}).save_pretrained(tmp_path / "other")
+    with pytest.raises(SystemExit, match="different transformer architecture"):
+        distill.main(_cfg(tiny_teacher, tmp_path / "bad", "--init_student", str(tmp_path / "other")))
+    with pytest.raises(SystemExit, match="init_student"):
+        distill.main(_cfg(tiny_teacher, tmp_path / "bad", "--init_student", str(tmp_path / "nowhere")))

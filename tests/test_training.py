@@ -5,6 +5,7 @@ import sys
 
 import torch
 from diffusers import WanTransformer3DModel
+from safetensors.torch import load_file
 
 from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
 from dollar.data import WorldVideoDataset
@@ -101,6 +102,32 @@ def test_teacher_script_trains_saves_and_resumes(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     video = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).frames
     assert video.shape == (1, 17, 64, 64, 3)
+
+
+def test_teacher_time_limit_and_export_only_write_the_ema_pipeline(tmp_path):
+    """A run stopped by its time limit leaves a loadable pipeline; --export_only rebuilds the same
+    one from the checkpoint; the run then resumes; exporting with no checkpoint is one sentence."""
+    vae_dir = tmp_path / "vae"
+    CausalVideoAutoencoder(**TEST_VAE_CONFIG).save_pretrained(vae_dir)
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TEST_TRANSFORMER_CONFIG.items()}))
+    out = tmp_path / "teacher"
+    common = [sys.executable, os.path.join(ROOT, "train", "train_teacher.py"), "--vae", str(vae_dir), "--output_dir", str(out)]
+    common += ["--num_clips", "8", "--batch_size", "4", "--model_config", str(cfg), "--save_fp16", "false"]
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+    missing = subprocess.run(common + ["--export_only", "true"], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "no checkpoint" in missing.stderr
+    subprocess.run(common + ["--max_steps", "4", "--time_limit_minutes", "1e-6"], check=True, env=env, capture_output=True)
+    assert [json.loads(line)["step"] for line in open(out / "train_log.jsonl")] == [1]
+    weights = out / "transformer" / "diffusion_pytorch_model.safetensors"
+    stopped = load_file(weights)
+    os.remove(weights)
+    subprocess.run(common + ["--export_only", "true"], check=True, env=env, capture_output=True)
+    exported = load_file(weights)
+    assert stopped.keys() == exported.keys() and all(torch.equal(stopped[k], exported[k]) for k in stopped)
+    subprocess.run(common + ["--max_steps", "2", "--resume", "true"], check=True, env=env, capture_output=True)
+    assert [json.loads(line)["step"] for line in open(out / "train_log.jsonl")] == [1, 2]
+    assert not all(torch.equal(exported[k], v) for k, v in load_file(weights).items())
 
 
 def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path):

@@ -22,6 +22,7 @@ default) and the JSONL log, and the collapse sentinel (dollar/sentinel.py) check
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.util
 import json
 import os
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
@@ -63,6 +65,7 @@ from dollar.video import save_video  # noqa: E402
 @dataclass
 class DistillConfig:
     teacher: str = "teacher"  # bundled name, pipeline folder or hub id
+    init_student: str = ""  # start the student from this pipeline's transformer (e.g. a trained 4-step student of the same teacher)
     output_dir: str = "runs/student-4"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
     num_steps: int = 4  # student steps: 1, 2 or 4 (the paper's grids)
@@ -71,6 +74,7 @@ class DistillConfig:
     batch_size: int = 16
     num_clips: int = 2000  # real clips for CD and the reward fit (the built-in world)
     data: str = ""  # or a CSV / folder of your clips
+    cache_dir: str = ""  # where the encoded clips are cached (default <output_dir>/cache); runs of one teacher can share it
     generator_lr: float = 2e-5
     fake_lr: float = 1e-4
     lrm_lr: float = 1e-3
@@ -189,6 +193,37 @@ def validation_set(cfg: DistillConfig, clips, prompts: list[str]) -> list[str]:
 
 
 @torch.no_grad()
+def load_student_init(name: str, teacher: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The transformer weights of pipeline ``name``, checked to fit the teacher's architecture."""
+    try:
+        weights = DollarPipeline.from_pretrained(name).transformer.state_dict()
+    except ModelLoadError as err:
+        raise SystemExit(f"error: --init_student: {err}") from None
+    own = teacher.state_dict()
+    if weights.keys() != own.keys() or any(weights[k].shape != own[k].shape for k in own):
+        raise SystemExit(
+            f"error: --init_student {name} has a different transformer architecture from the teacher; give a student of this teacher."
+        )
+    return weights
+
+
+def cache_key(pipe, cfg: DistillConfig) -> str:
+    """Fingerprint of what the cached data depends on: the VAE weights, the text encoder, the clips."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(pipe.vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(str(getattr(pipe.text_encoder.config, "_name_or_path", "")).encode())
+    h.update(f"{cfg.data or 'world'}|{cfg.num_clips}".encode())
+    return h.hexdigest()
+
+
+def load_cache(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The cached tensors and their metadata (caches written before keys existed have none)."""
+    with safe_open(path, framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
 def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, grid: list[int], alphas, seed: int, device) -> np.ndarray:
     """The student's videos (uint8 [N, T, H, W, 3]) for ``prompts`` at fixed seeds."""
     text = encode(prompts)
@@ -222,20 +257,32 @@ def main(cfg: DistillConfig) -> dict:
         student.enable_gradient_checkpointing()
         fake.enable_gradient_checkpointing()
     ema_student = copy.deepcopy(teacher).requires_grad_(False).eval()
+    if cfg.init_student:
+        start_weights = load_student_init(cfg.init_student, teacher)
+        student.load_state_dict(start_weights)
+        ema_student.load_state_dict(start_weights)
+        accelerator.print(f"student initialised from {cfg.init_student}")
     alphas = pipe.scheduler.alphas_cumprod.float().to(device)
     pt = pipe.config.prediction_type
 
-    # Real data, encoded once and cached next to the output.
+    # Real data, encoded once and cached (next to the output unless --cache_dir names a shared folder).
     clips = VideoFolderDataset(cfg.data) if cfg.data else WorldVideoDataset(cfg.num_clips, seed=1_000_000)
     prompts = [clips.captions(i, 1)[0] for i in range(len(clips))]
-    cache_path = os.path.join(cfg.output_dir, "cache", "data.safetensors")
+    cache_path = os.path.join(cfg.cache_dir or os.path.join(cfg.output_dir, "cache"), "data.safetensors")
+    key = cache_key(pipe, cfg)
     if os.path.exists(cache_path):
-        cache = load_file(cache_path)
+        cache, meta = load_cache(cache_path)
+        if meta.get("key", key) != key:
+            raise SystemExit(
+                f"error: the cache {cache_path} was encoded with another VAE, text encoder or data; "
+                "delete it or pass a different --cache_dir."
+            )
     else:
         cache = encode_dataset(pipe.vae, pipe.tokenizer, pipe.text_encoder, clips, 1, progress=accelerator.is_main_process)
         if accelerator.is_main_process:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            save_file(cache, cache_path)
+            save_file(cache, cache_path + ".tmp", metadata={"key": key})
+            os.replace(cache_path + ".tmp", cache_path)
     latents, text_states, null_states = cache["latents"], cache["text_states"][:, 0], cache["null_states"]
 
     _, c, _, h, _ = latents.shape

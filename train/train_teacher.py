@@ -5,11 +5,14 @@ conjugate-velocity loss on the 1000-step DDPM schedule and ~10% prompt dropout f
     accelerate launch train/train_teacher.py ...        # several GPUs; --mixed_precision bf16
 
 Reads top to bottom: encode the data once (VAE latents + MiniLM token states, cached as
-safetensors), build, loop, log, save. ``--resume`` continues from the last checkpoint.
+safetensors), build, loop, log, save. ``--resume`` continues from the last checkpoint. A stop at
+``--time_limit_minutes`` also writes the pipeline (EMA weights so far), and ``--export_only`` writes
+it from the last checkpoint of a run that was killed, so any checkpoint can be evaluated.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -61,6 +64,7 @@ class TeacherTrainConfig:
     save_fp16: bool = True
     model_config: str = ""  # JSON file with DollarWanTransformer3DModel kwargs; empty = the tiny default
     init_from: str = ""  # start from this teacher (pipeline folder or bundled name); its architecture wins
+    export_only: bool = False  # write the pipeline (EMA weights) from the last checkpoint and stop, no training
 
 
 def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Tensor]:
@@ -131,8 +135,15 @@ def main(cfg: TeacherTrainConfig) -> dict:
 
     ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
     step = 0
-    if cfg.resume:
+    if cfg.resume or cfg.export_only:
         step = resume_step(accelerator, ckpt_dir)
+    if cfg.export_only:
+        if step == 0:
+            raise SystemExit(
+                f"--export_only: no checkpoint in {ckpt_dir}; train first (checkpoints are written every --checkpoint_every steps)."
+            )
+        save_pipeline(cfg, accelerator, transformer, ema, vae, step)
+        return {"step": step, "losses": []}
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
     start = time.time()
@@ -165,26 +176,35 @@ def main(cfg: TeacherTrainConfig) -> dict:
             save_checkpoint(accelerator, ckpt_dir, step)
         if out_of_time:
             accelerator.print(f"time limit reached at step {step}; rerun with --resume to continue")
+            save_pipeline(cfg, accelerator, transformer, ema, vae, step)
             return {"step": step, "losses": losses}
     bar.close()
 
-    if accelerator.is_main_process:
-        final = accelerator.unwrap_model(transformer)
-        ema.copy_to(final.parameters())
-        if cfg.save_fp16:
-            final = final.to(torch.float16)
-        tokenizer, text_encoder = load_text_encoder()
-        pipe = DollarPipeline(
-            transformer=final,
-            vae=vae.to(torch.float16) if cfg.save_fp16 else vae,
-            scheduler=DDIMScheduler(**DDIM_SCHEDULER_CONFIG),
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            default_guidance_scale=cfg.default_guidance_scale,
-        )
-        pipe.save_pretrained(cfg.output_dir)
-        accelerator.print(f"saved the teacher pipeline to {cfg.output_dir}")
+    save_pipeline(cfg, accelerator, transformer, ema, vae, step)
     return {"step": step, "losses": losses}
+
+
+def save_pipeline(cfg: TeacherTrainConfig, accelerator, transformer, ema, vae, step: int) -> None:
+    """Write a loadable teacher pipeline to ``cfg.output_dir`` holding the EMA weights at ``step``
+    (the training weights are left as they were, so a run can go on after an export)."""
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(transformer)
+    final = copy.deepcopy(model)
+    ema.copy_to(final.parameters())
+    if cfg.save_fp16:
+        final = final.to(torch.float16)
+    tokenizer, text_encoder = load_text_encoder()
+    pipe = DollarPipeline(
+        transformer=final,
+        vae=copy.deepcopy(vae).to(torch.float16) if cfg.save_fp16 else vae,
+        scheduler=DDIMScheduler(**DDIM_SCHEDULER_CONFIG),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        default_guidance_scale=cfg.default_guidance_scale,
+    )
+    pipe.save_pretrained(cfg.output_dir)
+    accelerator.print(f"saved the teacher pipeline (EMA weights at step {step}) to {cfg.output_dir}")
 
 
 if __name__ == "__main__":

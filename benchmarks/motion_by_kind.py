@@ -32,11 +32,14 @@ def prompts_for(split: str) -> list[tuple[str, tuple]]:
     return [(cap, scene.objects) for cap, scene in (world.make_sample(900_000 + s, level=1, split="train")[1:] for s in range(64))]
 
 
-def motion_by_kind(model: str, split: str, seeds: int = 1) -> dict:
-    """Seed s, prompt i -> generator s * 100000 + i (as benchmarks/students.py)."""
+def motion_by_kind(model: str, split: str, seeds: int = 1, steps: int | None = None) -> dict:
+    """Seed s, prompt i -> generator s * 100000 + i (as benchmarks/students.py). ``steps``: sample
+    with this many steps instead of the model's own (a 4-step student at 1 step, say)."""
     pipe = DollarPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     kw = {"num_inference_steps": 50} if pipe.config.student_timesteps is None else {}
+    if steps:
+        kw = {"num_inference_steps": steps}
     reward_fn = get_reward("motion")
     hits, confusions = collections.defaultdict(lambda: [0, 0]), collections.Counter()
     colour_ok, rewards = [], []
@@ -58,6 +61,7 @@ def motion_by_kind(model: str, split: str, seeds: int = 1) -> dict:
         "model": model,
         "split": split,
         "seeds": seeds,
+        "steps": steps or kw.get("num_inference_steps") or len(pipe.config.student_timesteps),
         "motion": total,
         "colour": float(np.mean(colour_ok)),
         "motion_reward_mean": float(np.mean(rewards)),
@@ -71,11 +75,12 @@ def main() -> None:
     p.add_argument("--models", nargs="+", required=True)
     p.add_argument("--split", choices=("heldout", "train"), default="train")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps for every model (default: each model's own)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     rows = []
     for m in args.models:
-        rows.append(motion_by_kind(m, args.split, args.seeds))
+        rows.append(motion_by_kind(m, args.split, args.seeds, args.steps))
         r = rows[-1]
         print(
             f"{m}: motion {100 * r['motion']:.1f}%, colour {100 * r['colour']:.1f}%, motion reward {r['motion_reward_mean']:.4f} on {args.split} prompts",

@@ -197,6 +197,13 @@ def test_init_student_starts_from_another_students_weights(tiny_teacher, tmp_pat
     assert one["iterations"] == 1
     started = DollarPipeline.from_pretrained(str(tmp_path / "one")).transformer.state_dict()
     assert all(torch.allclose(started[k].float(), source[k].float()) for k in source)  # lr 0: still the 4-step weights
+    regrid = distill.main(_cfg(tiny_teacher, tmp_path / "regrid", "--num_steps", "1", "--init_student", str(four), "--max_iters", "0"))
+    assert regrid["iterations"] == 0 and not (tmp_path / "regrid" / "latent_reward_model").exists()
+    regridded = DollarPipeline.from_pretrained(str(tmp_path / "regrid"))
+    assert regridded.config.student_timesteps == [999]
+    assert all(torch.equal(regridded.transformer.state_dict()[k], source[k]) for k in source)
+    with pytest.raises(SystemExit, match="max_iters 0 is allowed with --init_student"):
+        _cfg(tiny_teacher, tmp_path / "zero", "--max_iters", "0")
     smaller = type(tiny_pipeline.transformer)(**{**tiny_pipeline.transformer.config, "num_layers": 2})
     DollarPipeline(**{**tiny_pipeline.components, "transformer": smaller}).save_pretrained(tmp_path / "other")
     with pytest.raises(SystemExit, match="different transformer architecture"):

@@ -65,7 +65,7 @@ from dollar.video import save_video  # noqa: E402
 @dataclass
 class DistillConfig:
     teacher: str = "teacher"  # bundled name, pipeline folder or hub id
-    init_student: str = ""  # start the student from this pipeline's transformer (e.g. a trained 4-step student of the same teacher)
+    init_student: str = ""  # start the student from this pipeline's transformer (e.g. a trained 4-step student of the same teacher); with max_iters 0 it is only re-gridded
     output_dir: str = "runs/student-4"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
     num_steps: int = 4  # student steps: 1, 2 or 4 (the paper's grids)
@@ -163,8 +163,11 @@ def validate(cfg: DistillConfig) -> None:
             get_reward(cfg.reward) if not cfg.reward.startswith("clip:") else None
         except ValueError as err:
             raise SystemExit(f"error: {err}") from None
-    if cfg.batch_size < 1 or cfg.max_iters < 1 or cfg.fake_steps < 0 or cfg.cd_skip < 1:
-        raise SystemExit("error: batch_size, max_iters and cd_skip must be positive and fake_steps non-negative.")
+    if cfg.batch_size < 1 or cfg.max_iters < (0 if cfg.init_student else 1) or cfg.fake_steps < 0 or cfg.cd_skip < 1:
+        raise SystemExit(
+            "error: batch_size, max_iters and cd_skip must be positive and fake_steps non-negative "
+            "(max_iters 0 is allowed with --init_student: it re-grids that student without training)."
+        )
     if cfg.reward_method not in ("lrm", "ddpo"):
         raise SystemExit(f"error: --reward_method must be 'lrm' or 'ddpo', got {cfg.reward_method!r}.")
     if cfg.validate_every < 0 or cfg.validation_prompts < 1 or cfg.ddpo_sigma <= 0:
@@ -549,7 +552,7 @@ def main(cfg: DistillConfig) -> dict:
             default_guidance_scale=1.0,
         )
         out.save_pretrained(cfg.output_dir)
-        if cfg.lrm:
+        if cfg.lrm and it > 0:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
         with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
             stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}

@@ -314,6 +314,8 @@ def main() -> int:
     if not models:
         raise SystemExit("error: no benchmarks/results/eval_*.json; run the evaluations listed in docs/results.md first.")
     notes = discussion()
+    lrm_path = os.path.join(RESULTS, "ablation", "lrm-4", "distill_config.json")
+    lrm_cfg = json.load(open(lrm_path)) if os.path.exists(lrm_path) else {}
     cfg = next(iter(configs.values()))
     with open(os.path.join(RESULTS, "bench.json")) as f:
         bench = json.load(f)
@@ -364,7 +366,8 @@ def main() -> int:
         "",
         "## Table 3: latent reward model against DDPO (same reward, same budget)",
         "",
-        "Both runs: the student-4 recipe (VSD + CD + reward, 400 iterations, reward weight 0.25, the dynamic-degree reward), "
+        f"Both runs: the student-4 recipe (VSD + CD + reward, {lrm_cfg.get('max_iters', '?')} iterations, reward weight {lrm_cfg.get('reward_weight', '?')}, "
+        f"the {'dynamic-degree' if lrm_cfg.get('reward') == 'motion' else lrm_cfg.get('reward', '?')} reward), "
         "trained at the same time on the same machine, one torch thread each; peak memory is the process's resident-set high-water mark.",
         "",
         *table3(models),

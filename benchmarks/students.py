@@ -173,6 +173,18 @@ def write_cards(r: dict) -> None:
         if name not in r["rows"] or not os.path.exists(os.path.join(folder, "distill_config.json")):
             continue
         c = json.load(open(os.path.join(folder, "distill_config.json")))
+        regrid = ""
+        if c.get("init_student") and c.get("iterations_done") == 0:  # another student's network on this grid
+            source = os.path.basename(c["init_student"].rstrip("/"))
+            regrid = (
+                f"This student was not trained on its own grid: it is the network of `{source}` (the run below) set to the "
+                f"{k}-step grid without further training (`train/configs/{name}.yaml`: `--init_student`, `--max_iters 0`), "
+                "because that scored higher than distilling at this step count directly (see the config's comment).\n\n"
+            )
+            c = json.load(open(os.path.join("docs", "training", f"{source}_config.json")))
+            log, config_file = f"docs/training/{source}_log.jsonl", f"docs/training/{source}_config.json"
+        else:
+            log, config_file = f"docs/training/{name}_log.jsonl", "distill_config.json"
         terms = " + ".join(
             t
             for t, on in (
@@ -200,15 +212,15 @@ tags: [dollar, text-to-video, distillation, few-step]
 ---
 # DOLLAR {k}-step student (embedded default)
 
-Distilled from the bundled teacher (`assets/teacher`) with `train/distill.py` (`train/configs/{name}.yaml`;
-full configuration in `distill_config.json`). Same architecture and VAE as the teacher; samples on the grid
+{regrid}Distilled from the bundled teacher (`assets/teacher`) with `train/distill.py` (`train/configs/{c["config"].split("/")[-1]}`;
+full configuration in `{config_file}`). Same architecture and VAE as the teacher; samples on the grid
 {c["timesteps"] or {1: "999", 2: "999, 499", 4: "999, 749, 499, 249"}[k]} with re-noising between steps and no guidance.
 
 - **Objective**: {terms}; real-score guidance w = {c["real_guidance_w"]}, CD teacher guidance w = {c["cd_guidance_w"]},
   {c["cd_skip"]} teacher DDIM steps per CD target, {c["fake_steps"]} fake-score updates per generator step.
 - **Training**: {c["iterations_done"]} iterations, batch {c["batch_size"]}, AdamW (generator lr {c["generator_lr"]}, fake score
   {c["fake_lr"]}, reward model {c["lrm_lr"]}), {c["rollbacks"]} sentinel rollback(s), {c["seconds"] / 60:.0f} minutes on 2 CPU cores.
-  Log: `docs/training/{name}_log.jsonl`.
+  Log: `{log}`.
 
 ## Measured (`python benchmarks/students.py`)
 

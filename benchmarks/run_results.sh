@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Everything behind docs/results.md, from the bundled teacher and students:
-#   bash benchmarks/run_results.sh [RUNS_DIR]      (about 3 hours on 2 CPU cores; minutes on a GPU)
+#   bash benchmarks/run_results.sh [RUNS_DIR]      (about 2 hours on 2 CPU cores; minutes on a GPU)
 # 1. train the ablation students with train/distill.py (the bundled recipe, losses switched),
 # 2. evaluate every model on 64 held-out + 16 two-object prompts x 3 seeds (python -m dollar.evaluate),
 # 3. time them (python -m dollar.bench, eager and compiled),
 # 4. write docs/results.md (python benchmarks/results_report.py).
 # The ablation weights stay in RUNS_DIR (not in git); their training records are copied to
 # benchmarks/results/ablation/. On 2 cores the runs for docs/results.md went two at a time with
-# OMP_NUM_THREADS=1 each; any order gives the same students (seeded), only the times differ.
+# OMP_NUM_THREADS=1 each, sharing one encoded-clip cache (--cache_dir); any order gives the same
+# students (seeded: the lrm-4 run is bit-identical to the bundled student-4), only the times differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-runs/ablation}

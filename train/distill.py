@@ -2,7 +2,7 @@
 variational score distillation + consistency distillation + latent reward model fine-tuning.
 
     python train/distill.py                                   # bundled teacher -> 4-step student
-    python train/distill.py --config train/configs/student-1.yaml --max_iters 2000
+    python train/distill.py --config train/configs/student-1-onestep.yaml --max_iters 2000
     python train/distill.py --cd false --lrm false            # the VSD-only ablation (DMD)
     accelerate launch --num_processes 2 train/distill.py ...  # several processes (DDP)
 

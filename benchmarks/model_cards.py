@@ -69,6 +69,19 @@ def _limitations(results: dict) -> str:
     return "\n".join(f"- {n}" for n in notes)
 
 
+def _latent_shape_line() -> str:
+    """Where shape is lost, from benchmarks/latent_shape.py (empty when it has not been run)."""
+    path = os.path.join(ROOT, "benchmarks", "results", "latent_shape.json")
+    if not os.path.exists(path):
+        return ""
+    acc = json.load(open(path))["test_accuracy"]
+    return (
+        f"- Shape, read by a small classifier trained from scratch on each input (`python benchmarks/latent_shape.py`): "
+        f"{100 * acc['real']:.1f}% on real clips,\n  {100 * acc['latent']:.1f}% on their latents, {100 * acc['reconstruction']:.1f}% "
+        f"on their reconstructions (shuffled labels {100 * acc['latent, shuffled labels']:.1f}%): the encoder loses most of the shape.\n"
+    )
+
+
 def update_readme(results_md: str) -> None:
     """Replace the README's measured section (between its markers) with the benchmark's table."""
     path = os.path.join(ROOT, "README.md")
@@ -148,7 +161,7 @@ stored in its buffers. Why not a stock diffusers VAE: `benchmarks/vae_choice.py`
   motion {100 * v["checker_on_real"]["motion"]:.0f}%; on their reconstructions: colour
   {100 * v["checker_on_reconstructions"]["colour"]:.0f}%, motion {100 * v["checker_on_reconstructions"]["motion"]:.0f}%.
 - Decode: {1000 * v["decode_s_median"]:.0f} ms per 17-frame clip (median, {results["machine"]["cpu_threads"]} CPU threads).
-"""
+{_latent_shape_line()}"""
     with open(os.path.join(ROOT, "assets", "teacher", "README.md"), "w") as f:
         f.write(teacher_card)
     with open(os.path.join(ROOT, "assets", "teacher", "vae", "README.md"), "w") as f:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from conftest import ROOT
 
@@ -92,6 +93,7 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_teacher, tmp_path):
         (["--vsd", "false", "--cd", "false", "--lrm", "false"], "every loss is off"),
         (["--vsd_weight", "0", "--cd_weight", "0", "--reward_weight", "0"], "every loss is off"),
         (["--reward_method", "ppo"], "reward_method"),
+        (["--init_student", "./runs/not-trained-yet"], "Train that student first"),
     ],
 )
 def test_bad_configs_fail_before_any_work(tiny_teacher, tmp_path, capsys, flags, message):
@@ -128,8 +130,13 @@ def test_shipped_accelerate_configs_load(name):
 
 
 @pytest.mark.parametrize("name", [f for f in CONFIGS if f.startswith("student-")])
-def test_shipped_configs_parse(name):
-    cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", name)])
+def test_shipped_configs_parse(name, tmp_path, monkeypatch):
+    path = os.path.join(ROOT, "train", "configs", name)
+    source = yaml.safe_load(open(path)).get("init_student")
+    if source:  # the student it starts from must exist: stand a folder in for it
+        monkeypatch.chdir(tmp_path)
+        os.makedirs(tmp_path / source)
+    cfg = distill.parse_config(["--config", path])
     assert cfg.num_steps in (1, 2, 4) and cfg.vsd and cfg.cd and cfg.lrm
 
 

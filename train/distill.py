@@ -54,7 +54,7 @@ from dollar.losses import (  # noqa: E402
     vsd_loss,
 )
 from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
-from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video  # noqa: E402
+from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
 from dollar.sampling import multistep_sample, student_training_input  # noqa: E402
 from dollar.schedule import STUDENT_TIMESTEPS, trailing_timesteps  # noqa: E402
@@ -174,6 +174,11 @@ def validate(cfg: DistillConfig) -> None:
         raise SystemExit("error: validate_every must be >= 0, validation_prompts >= 1 and ddpo_sigma > 0.")
     if cfg.report_to not in ("none", "") and cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise SystemExit("error: --report_to tensorboard needs the tensorboard package; pip install tensorboard or pass --report_to none.")
+    if cfg.init_student:
+        try:
+            resolve_model(cfg.init_student)
+        except ModelLoadError as err:
+            raise SystemExit(f"error: --init_student: {err} Train that student first (see the config file's comment).") from None
     if cfg.resume and cfg.resume != "latest" and not os.path.isdir(cfg.resume):
         raise SystemExit(f"error: --resume {cfg.resume} is not a checkpoint folder; use 'latest' or an existing folder.")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -262,6 +263,23 @@ def render(scene: Scene, num_frames: int = NUM_FRAMES) -> np.ndarray:
             alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]
             video[f] = video[f] * (1 - alpha) + colour * alpha
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
+
+
+def render_masks(scene: Scene, frames: Sequence[int] | None = None, num_frames: int = NUM_FRAMES) -> np.ndarray:
+    """Visible coverage of each object in ``frames`` (default: all), float32
+    ``[objects, len(frames), H, W]`` in [0, 1]: the alpha :func:`render` blends with, less what
+    later objects draw over it (ground truth for learning where an object is)."""
+    t = np.arange(num_frames, dtype=np.float64)
+    frames = list(range(num_frames)) if frames is None else list(frames)
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64) + 0.5
+    masks = np.zeros((len(scene.objects), len(frames), HEIGHT, WIDTH), dtype=np.float64)
+    for k, (obj, p) in enumerate(zip(scene.objects, scene.params["objects"])):
+        xs, ys, rs = _trajectory(obj, p, t)
+        for i, f in enumerate(frames):
+            alpha = np.clip(0.5 - _shape_sdf(obj.shape, xx - xs[f], yy - ys[f], rs[f]), 0.0, 1.0)
+            masks[:k, i] *= 1 - alpha
+            masks[k, i] = alpha
+    return masks.astype(np.float32)
 
 
 def _describe(obj: ObjectSpec, rng: np.random.Generator) -> str:

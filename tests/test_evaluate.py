@@ -64,13 +64,14 @@ def test_bundled_probe_scores_real_videos_near_100_and_shuffled_prompts_near_cha
     probe = AttributeProbe.from_pretrained(BUNDLED_PROBE).eval()
     real = score_videos(videos, prompts, probe)
     shuffled = score_videos(videos, _shuffled(prompts), probe)
-    for name in ("colour", "motion", "size"):
+    for name in ("colour", "shape", "motion", "size"):
         assert _accuracy(real, f"probe_{name}") >= 0.95, name
-    # shape is the probe's weakest head (89.1% on the held-out prompts, see assets/probe/README.md)
-    assert _accuracy(real, "probe_shape") >= 0.8
+    # two-object scenes, every object's colour, motion and shape right (83.6% on 128 held-out
+    # scenes, see assets/probe/README.md); 8 scenes here
+    assert _accuracy(real, "composition") >= 0.6
     for name in ("colour", "shape", "motion"):
         assert _accuracy(shuffled, f"probe_{name}") < 0.45, name  # chance: 1/8 colours and motions, 1/5 shapes
-    assert _accuracy(real, "composition") > _accuracy(shuffled, "composition")
+    assert _accuracy(shuffled, "composition") <= 0.25
 
 
 @requires_bundled_probe
@@ -87,6 +88,42 @@ def test_probe_frechet_distance_grows_with_noise_above_the_real_floor(real_set):
         distances.append(frechet_distance(probe.features(noisy), ref))
     # 40 vs 40 clips: the real-vs-real distance is the small-sample floor; noise climbs above it
     assert distances[0] < distances[1] < distances[2], distances
+
+
+def test_probe_object_crops_take_out_position_and_size():
+    """The shape head's view: the same shape small and moving left, large and moving right, or
+    growing (first and last frame) gives nearly the same crop; another shape does not."""
+    probe = AttributeProbe()
+
+    def crops(shape, size, motion, seed):
+        scene = world.make_scene((world.ObjectSpec("red", shape, motion, "slow", size),), "black", seed)
+        return probe.object_crops(torch.from_numpy(world.render_masks(scene, frames=[0, 16])[0]))[:, 0]
+
+    def iou(x, y):
+        return float(torch.minimum(x, y).sum() / torch.maximum(x, y).sum())
+
+    small, large, cross = crops("triangle", "small", "left", 1), crops("triangle", "large", "right", 2), crops("cross", "large", "right", 2)
+    growing = crops("diamond", "large", "growing", 3)
+    assert iou(small[0], large[0]) > 0.85 and iou(growing[0], growing[1]) > 0.85
+    assert iou(small[0], cross[0]) < 0.7
+
+
+def test_probe_track_features_follow_the_object():
+    """The motion/size/speed heads' view of the queried object: centroid offsets from the first
+    frame, radius of gyration and area per frame, here from ground-truth masks."""
+    probe = AttributeProbe()
+    t = len(range(0, world.NUM_FRAMES, probe.config.silhouette_frame_stride))
+
+    def track(motion, size="large"):
+        scene = world.make_scene((world.ObjectSpec("red", "square", motion, "fast", size),), "black", 0)
+        masks = torch.from_numpy(world.render_masks(scene, frames=range(0, world.NUM_FRAMES, probe.config.silhouette_frame_stride)))
+        return probe.track_features(masks)[0]
+
+    left, up, growing, small = track("left"), track("up"), track("growing"), track("static", "small")
+    assert left[t - 1] < -0.3 and abs(float(left[2 * t - 1])) < 0.05  # x falls, y stays
+    assert up[2 * t - 1] < -0.1 and abs(float(up[t - 1])) < 0.05  # y falls (image rows grow downwards)
+    assert growing[3 * t - 1] > 1.5 * growing[2 * t] and growing[4 * t - 1] > 2 * growing[3 * t]  # radius and area grow
+    assert small[3 * t] < growing[3 * t - 1]
 
 
 def test_a_tiny_probe_trains_saves_as_safetensors_and_reloads(tmp_path):

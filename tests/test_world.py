@@ -95,3 +95,19 @@ def test_colour_classifier_on_pure_hues():
     assert classify_colour([0, 0, 255]) == "blue"
     assert classify_colour([240, 240, 240]) == "white"
     assert classify_colour([0, 255, 255]) == "cyan"
+
+
+def test_render_masks_mark_where_each_object_is_drawn():
+    video, _, scene = world.make_sample(700_001, level=2, split="eval")
+    masks = world.render_masks(scene)
+    assert masks.shape == (2, world.NUM_FRAMES, world.HEIGHT, world.WIDTH)
+    assert masks.min() >= 0 and masks.max() <= 1 and (masks.sum((2, 3)) > 20).all()
+    background = world.render(world.Scene((), scene.background, {"objects": [], "background": scene.params["background"]}))
+    for k, params in enumerate(scene.params["objects"]):  # fully covered pixels have the object's colour
+        inside = masks[k] > 0.99
+        np.testing.assert_allclose(video[inside].mean(0), params["rgb"] * 255, atol=1.5)
+    # pixels no object covers are the background
+    empty = masks.sum(0) == 0
+    np.testing.assert_array_equal(video[empty], background[empty])
+    assert (masks.sum(0) <= 1 + 1e-6).all()  # visible coverage: the later object hides the earlier
+    np.testing.assert_array_equal(world.render_masks(scene, frames=[0, 8, 16]), masks[:, [0, 8, 16]])

@@ -1,6 +1,6 @@
 """Train the attribute probe (dollar/models/probe.py) on ground-truth world videos.
 
-    python train/train_probe.py --output_dir assets/probe            # ~7 minutes on one busy CPU thread
+    python train/train_probe.py --threads 2 --output_dir assets/probe   # ~25 minutes on 2 CPU threads
     python train/train_probe.py --clips 512 --steps 30 --output_dir /tmp/probe   # a smoke run
 
 Reads top to bottom: render the training clips (split "train": the 64 held-out colour-shape-
@@ -29,7 +29,7 @@ DEFAULTS = dict(
     output_dir="assets/probe",
     clips=3000,  # rendered once and kept in memory (~0.2 MB each)
     two_object_fraction=0.4,
-    steps=1000,
+    steps=1500,
     batch_size=32,
     learning_rate=4e-3,
     weight_decay=1e-4,
@@ -53,16 +53,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def render_training_clips(n: int, two_object_fraction: float, seed: int):
-    """``n`` world clips (uint8 [n, T, H, W, 3]) and their scenes, split "train"."""
+def render_training_clips(n: int, two_object_fraction: float, seed: int, mask_frame_stride: int):
+    """``n`` world clips (uint8 [n, T, H, W, 3]), their scenes (split "train"), and each
+    object's visible coverage in every ``mask_frame_stride``-th frame (uint8 0-255
+    [n, 2, T', H, W]; zeros where a clip has one object)."""
     rng = np.random.default_rng(seed)
     videos = np.empty((n, world.NUM_FRAMES, world.HEIGHT, world.WIDTH, 3), dtype=np.uint8)
+    mask_frames = range(0, world.NUM_FRAMES, mask_frame_stride)
+    masks = np.zeros((n, 2, len(mask_frames), world.HEIGHT, world.WIDTH), dtype=np.uint8)
     scenes = []
     for i in range(n):
         level = 2 if rng.random() < two_object_fraction else 1
         videos[i], _, scene = world.make_sample(seed * 1_000_003 + i, level=level, split="train")
+        m = world.render_masks(scene, frames=mask_frames)
+        masks[i, : len(m)] = np.rint(m * 255)
         scenes.append(scene)
-    return videos, scenes
+    return videos, scenes, masks
 
 
 def heldout_eval_sets(eval_seeds: int, eval_pairs: int):
@@ -86,10 +92,10 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
 
-    videos, scenes = render_training_clips(args.clips, args.two_object_fraction, args.seed)
+    probe = AttributeProbe()
+    videos, scenes, masks = render_training_clips(args.clips, args.two_object_fraction, args.seed, probe.config.silhouette_frame_stride)
     print(f"rendered {len(videos)} training clips in {time.perf_counter() - start:.0f} s")
 
-    probe = AttributeProbe()
     targets = [probe_targets(s, probe) for s in scenes]
     opt = torch.optim.AdamW(probe.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
@@ -102,8 +108,10 @@ def main(argv=None) -> dict:
         idx = rng.integers(0, len(videos), args.batch_size)
         present = torch.stack([targets[i]["colours"] for i in idx])
         # one object per clip per step; two-object clips alternate between their objects
-        objects = torch.stack([targets[i]["objects"][rng.integers(len(targets[i]["objects"]))] for i in idx])
-        losses = probe_loss(probe, probe.prepare(videos[idx]), present, objects)
+        which = [int(rng.integers(len(targets[i]["objects"]))) for i in idx]
+        objects = torch.stack([targets[i]["objects"][j] for i, j in zip(idx, which)])
+        object_masks = torch.from_numpy(masks[idx, which].astype(np.float32) / 255.0)
+        losses = probe_loss(probe, probe.prepare(videos[idx]), present, objects, object_masks)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -165,8 +173,10 @@ tags: [evaluation, video-classification, dollar]
 
 A small 3-D conv classifier ({params:,} parameters, `dollar.models.probe.AttributeProbe`) that reads
 the colour, shape, motion, size and speed of each object in a 17x64x64 world video; the colour
-query binds attributes to objects in two-object scenes, and shape is also read from the
-queried object's silhouette at full resolution (a learned colour gate, then a small 2-D CNN).
+query binds attributes to objects in two-object scenes, and shape is read only from the
+queried object's silhouette (a colour gate trained on the world's object masks, an object-centred,
+size-normalised crop, then a small 2-D CNN; the shape head sees nothing else); the same masks give
+the object's track to the motion, size and speed heads.
 `dollar.evaluate` uses it for shape and composition accuracy, and its features for the Frechet distance ("FVD" of the world), feature
 diversity (Vendi) and subject consistency.
 

@@ -12,11 +12,15 @@ kept (spatial pooling only) and flattened into one feature vector. Heads:
 * for a *query colour* (FiLM on the stem maps), the shape, motion, size and speed of the
   object of that colour: this binds attributes to objects in two-object scenes.
 
-Shape has its own full-resolution path: a learned per-pixel "is this the query colour" gate
-turns every 4th frame into the silhouette of the queried object, and a small 2-D CNN reads its
-corners and edges (a first 4x4 stride-2 convolution sees every pixel, then 32 and 16 px maps;
-the 16 px appearance maps alone lose the corners of small objects). Silhouette features are
-max-pooled over space and averaged over time.
+Shape has its own head on an object-centred view: a per-pixel "is this the query colour" gate
+(trained against the world's ground-truth object masks) turns every 4th frame into the
+silhouette of the queried object; the silhouette is cropped around its centroid at a size set
+by its radius of gyration and resampled to a fixed grid (``grid_sample``), so position and size
+(small, large, growing, shrinking) are taken out before a small 2-D CNN reads the outline. The
+shape head sees only these silhouette features: colour and motion cannot leak into it, which is
+what lets it read the held-out colour-shape combinations it never saw together. The same masks
+give the queried object's track (centroid, radius, area per frame), which the motion, size and
+speed heads read beside the clip features: in two-object scenes it says which object does what.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         frame_stride: int = 2,
         silhouette_channels: tuple[int, int, int] = (16, 24, 24),
         silhouette_frame_stride: int = 4,
+        crop_size: int = 32,
+        crop_scale: float = 2.5,
     ):
         super().__init__()
         c1, c2 = stem_channels
@@ -83,23 +89,30 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         self.colour_head = nn.Linear(feature_dim, len(colours))
         # The silhouette path: per-pixel colour codes . query code -> a soft mask of the queried
         # object, read at full resolution.
-        code = 8
-        self.pixel_code = nn.Sequential(nn.Conv2d(3, code, 1), nn.SiLU(), nn.Conv2d(code, code, 1))
+        code = 16
+        self.pixel_code = nn.Sequential(nn.Conv2d(3, 32, 1), nn.SiLU(), nn.Conv2d(32, 32, 1), nn.SiLU(), nn.Conv2d(32, code, 1))
         self.query_code = nn.Embedding(len(colours) + 1, code + 1)  # code and bias
         s1, s2, s3 = silhouette_channels
-        self.silhouette = nn.Sequential(
-            nn.Conv2d(1, s1, 4, stride=2, padding=1),  # sees every pixel, keeps no 64x64 feature map
+        self.silhouette = nn.Sequential(  # on the object-centred crop_size x crop_size silhouette
+            nn.Conv2d(1, s1, 3, padding=1),
             nn.SiLU(),
-            nn.Conv2d(s1, s2, 3, padding=1),
+            nn.Conv2d(s1, s2, 3, stride=2, padding=1),
             nn.GroupNorm(4, s2),
             nn.SiLU(),
             nn.Conv2d(s2, s3, 3, stride=2, padding=1),
             nn.GroupNorm(4, s3),
             nn.SiLU(),
-            nn.Conv2d(s3, s3, 3, padding=1),
+            nn.AdaptiveAvgPool2d(4),  # the crop is centred and scaled: where an edge is, is the shape
+            nn.Flatten(),
+            nn.Linear(16 * s3, feature_dim),
             nn.SiLU(),
         )
-        self.query_heads = nn.ModuleDict({name: nn.Linear(feature_dim + c2 + s3, len(self._vocab(name))) for name in QUERY_HEADS})
+        t_sil = (num_frames - 1) // silhouette_frame_stride + 1
+        self.track = nn.Sequential(nn.Linear(4 * t_sil, feature_dim), nn.SiLU(), nn.Linear(feature_dim, feature_dim), nn.SiLU())
+        self.query_heads = nn.ModuleDict(
+            {name: nn.Linear(2 * feature_dim + c2, len(self._vocab(name))) for name in QUERY_HEADS if name != "shape"}
+        )
+        self.shape_head = nn.Linear(feature_dim, len(shapes))
 
     def _vocab(self, head: str) -> tuple[str, ...]:
         return tuple(self.config[head + "s"])
@@ -121,23 +134,63 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         x = self.stem(video.transpose(1, 2).reshape(b * t, c, h, w))
         return x.view(b, t, *x.shape[1:]).transpose(1, 2)
 
-    def query_mask(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Soft mask ``[B, T', H, W]`` of the pixels of the query colour in every
-        ``silhouette_frame_stride``-th frame of ``video`` ``[B, 3, T, H, W]`` (shapes do not
+    def query_mask_logits(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, T', H, W]`` of "this pixel belongs to the object of the query colour" in
+        every ``silhouette_frame_stride``-th frame of ``video`` ``[B, 3, T, H, W]`` (shapes do not
         change over a clip, so a few frames are enough)."""
         video = video[:, :, :: self.config.silhouette_frame_stride]
         b, c, t, h, w = video.shape
         codes = self.pixel_code(video.transpose(1, 2).reshape(b * t, c, h, w)).view(b, t, -1, h, w)
         q = self.query_code(query)  # [B, code + 1]
-        logits = torch.einsum("btchw,bc->bthw", codes, q[:, :-1]) + q[:, -1, None, None, None]
-        return torch.sigmoid(logits)
+        return torch.einsum("btchw,bc->bthw", codes, q[:, :-1]) + q[:, -1, None, None, None]
 
-    def silhouette_features(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """Shape features ``[B, C]`` of the queried object's silhouette: max over space, mean over time."""
-        mask = self.query_mask(video, query)
+    def query_mask(self, video: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """Soft mask ``[B, T', H, W]`` of the queried object (see :meth:`query_mask_logits`)."""
+        return torch.sigmoid(self.query_mask_logits(video, query))
+
+    @staticmethod
+    def mask_geometry(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Centroid (x, y in [-1, 1]), radius of gyration and area (share of the frame) of soft
+        masks ``[N, H, W]``, each ``[N]``, without gradient. Only confident pixels count: a
+        faint haze over the background would otherwise pull the centre and blow up the spread."""
+        n, h, w = mask.shape
+        ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=mask.device).view(1, h, 1)
+        xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=mask.device).view(1, 1, w)
+        m = mask.detach()
+        confident = m * (m > 0.5)
+        m = torch.where(confident.sum((1, 2), keepdim=True) >= 1, confident, m)
+        total = m.sum((1, 2)).clamp_min(1e-3)
+        cx, cy = (m * xs).sum((1, 2)) / total, (m * ys).sum((1, 2)) / total
+        spread = (m * ((xs - cx.view(-1, 1, 1)) ** 2 + (ys - cy.view(-1, 1, 1)) ** 2)).sum((1, 2)) / total
+        return cx, cy, spread.clamp_min(1e-6).sqrt(), confident.sum((1, 2)) / (h * w)
+
+    def track_features(self, mask: torch.Tensor) -> torch.Tensor:
+        """The queried object's track ``[B, 4 T']`` from its masks ``[B, T', H, W]``: centroid
+        relative to the first frame, radius of gyration and area per frame (where it goes, how
+        big it is and whether it grows), for the motion, size and speed heads."""
         b, t, h, w = mask.shape
-        x = self.silhouette(mask.reshape(b * t, 1, h, w))
-        return x.amax((2, 3)).view(b, t, -1).mean(1)
+        cx, cy, radius, area = (g.view(b, t) for g in self.mask_geometry(mask.reshape(b * t, h, w)))
+        return torch.cat([cx - cx[:, :1], cy - cy[:, :1], 4 * radius, 10 * area], dim=1)
+
+    def object_crops(self, mask: torch.Tensor) -> torch.Tensor:
+        """Object-centred views ``[N, 1, S, S]`` of soft masks ``[N, H, W]``: centred on the mask's
+        centroid, ``crop_scale`` radii of gyration to each side, resampled to ``crop_size``."""
+        n, h, w = mask.shape
+        cx, cy, radius, _ = self.mask_geometry(mask)
+        half = (self.config.crop_scale * radius).clamp(2 / w, 1.0)
+        zero = torch.zeros_like(half)
+        theta = torch.stack([torch.stack([half, zero, cx], 1), torch.stack([zero, half, cy], 1)], 1)  # [N, 2, 3]
+        size = self.config.crop_size
+        grid = F.affine_grid(theta, (n, 1, size, size), align_corners=False)
+        return F.grid_sample(mask[:, None], grid, align_corners=False, padding_mode="zeros")
+
+    def silhouette_features(self, video: torch.Tensor, query: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Shape features ``[B, D]`` of the queried object: its object-centred silhouette read by
+        a small CNN, averaged over the frames."""
+        mask = self.query_mask(video, query) if mask is None else mask
+        b, t, h, w = mask.shape
+        x = self.silhouette(self.object_crops(mask.reshape(b * t, h, w)))
+        return x.view(b, t, -1).mean(1)
 
     def _features_from_maps(self, maps: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(clip features [B, D], max-pooled local appearance [B, C]) under a query colour."""
@@ -157,7 +210,7 @@ class AttributeProbe(ModelMixin, ConfigMixin):
 
         Returns ``features`` [B, D] and ``colour_logits`` [B, colours]; with a query also
         ``shape_logits``, ``motion_logits``, ``size_logits``, ``speed_logits`` of the object of
-        that colour.
+        that colour, and ``mask_logits`` [B, T', H, W] of where it is.
         """
         maps = self.stem_maps(video)
         none = torch.full((video.shape[0],), len(self.config.colours), dtype=torch.long, device=video.device)
@@ -165,9 +218,13 @@ class AttributeProbe(ModelMixin, ConfigMixin):
         out = {"features": features, "colour_logits": self.colour_head(features)}
         if query is not None:
             features_q, appearance = self._features_from_maps(maps, query)
-            # direct paths for shape: pooled local appearance, and the object's silhouette
-            q = torch.cat([F.silu(features_q), appearance, self.silhouette_features(video, query)], dim=1)
+            mask_logits = self.query_mask_logits(video, query)
+            mask = torch.sigmoid(mask_logits)
+            # motion, size, speed: the queried clip features beside the queried object's own track
+            q = torch.cat([F.silu(features_q), appearance, self.track(self.track_features(mask))], dim=1)
             out.update({f"{name}_logits": head(q) for name, head in self.query_heads.items()})
+            out["mask_logits"] = mask_logits
+            out["shape_logits"] = self.shape_head(self.silhouette_features(video, query, mask))
         return out
 
     # --- reading videos -------------------------------------------------------------------
@@ -265,14 +322,22 @@ def probe_targets(scene, probe: AttributeProbe) -> dict[str, torch.Tensor]:
     return {"colours": present, "objects": torch.tensor(rows, dtype=torch.long)}
 
 
-def probe_loss(probe: AttributeProbe, video: torch.Tensor, present: torch.Tensor, objects: torch.Tensor) -> dict[str, torch.Tensor]:
+def probe_loss(
+    probe: AttributeProbe, video: torch.Tensor, present: torch.Tensor, objects: torch.Tensor, masks: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """Loss on a batch: ``video`` [B, 3, T, H, W], ``present`` [B, colours] (0/1), ``objects``
-    [B, 5] = (query colour, shape, motion, size, speed) of one object of each clip."""
+    [B, 5] = (query colour, shape, motion, size, speed) of one object of each clip, and
+    optionally ``masks`` [B, T', H, W] in [0, 1], that object's visible coverage in every
+    ``silhouette_frame_stride``-th frame (``world.render_masks``), which supervises the
+    silhouette gate."""
     out = probe(video, objects[:, 0])
     # summed over colours: eight yes/no questions, each as loud as one of the other heads
     losses = {"colour": F.binary_cross_entropy_with_logits(out["colour_logits"], present, reduction="sum") / len(present)}
     for k, name in enumerate(QUERY_HEADS, start=1):
         losses[name] = F.cross_entropy(out[f"{name}_logits"], objects[:, k], ignore_index=-1)
+    if masks is not None:
+        # x5: a per-pixel mean is small beside the heads' losses, and the shape head needs the mask first
+        losses["mask"] = 5.0 * F.binary_cross_entropy_with_logits(out["mask_logits"], masks.to(out["mask_logits"]))
     losses["total"] = sum(losses.values())
     return losses
 

@@ -249,19 +249,20 @@ def _background(name: str, level: float) -> np.ndarray:
     return np.broadcast_to(img, (HEIGHT, WIDTH, 3)).astype(np.float64)
 
 
+def _coverage(obj: ObjectSpec, p: dict, frames: Sequence[int], num_frames: int) -> np.ndarray:
+    """The object's anti-aliased alpha ``[len(frames), H, W]`` in [0, 1] (occlusion not applied)."""
+    xs, ys, rs = _trajectory(obj, p, np.arange(num_frames, dtype=np.float64))
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64) + 0.5
+    return np.stack([np.clip(0.5 - _shape_sdf(obj.shape, xx - xs[f], yy - ys[f], rs[f]), 0.0, 1.0) for f in frames])
+
+
 def render(scene: Scene, num_frames: int = NUM_FRAMES) -> np.ndarray:
     """Draw the scene as uint8 frames ``[T, H, W, 3]``."""
-    t = np.arange(num_frames, dtype=np.float64)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64) + 0.5
     bg = _background(scene.background, scene.params["background"])
     video = np.repeat(bg[None], num_frames, axis=0).copy()
     for obj, p in zip(scene.objects, scene.params["objects"]):
-        xs, ys, rs = _trajectory(obj, p, t)
-        colour = p["rgb"] * 255.0
-        for f in range(num_frames):
-            sdf = _shape_sdf(obj.shape, xx - xs[f], yy - ys[f], rs[f])
-            alpha = np.clip(0.5 - sdf, 0.0, 1.0)[..., None]
-            video[f] = video[f] * (1 - alpha) + colour * alpha
+        alpha = _coverage(obj, p, range(num_frames), num_frames)[..., None]
+        video = video * (1 - alpha) + p["rgb"] * 255.0 * alpha
     return np.clip(np.rint(video), 0, 255).astype(np.uint8)
 
 
@@ -269,16 +270,12 @@ def render_masks(scene: Scene, frames: Sequence[int] | None = None, num_frames: 
     """Visible coverage of each object in ``frames`` (default: all), float32
     ``[objects, len(frames), H, W]`` in [0, 1]: the alpha :func:`render` blends with, less what
     later objects draw over it (ground truth for learning where an object is)."""
-    t = np.arange(num_frames, dtype=np.float64)
     frames = list(range(num_frames)) if frames is None else list(frames)
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64) + 0.5
     masks = np.zeros((len(scene.objects), len(frames), HEIGHT, WIDTH), dtype=np.float64)
     for k, (obj, p) in enumerate(zip(scene.objects, scene.params["objects"])):
-        xs, ys, rs = _trajectory(obj, p, t)
-        for i, f in enumerate(frames):
-            alpha = np.clip(0.5 - _shape_sdf(obj.shape, xx - xs[f], yy - ys[f], rs[f]), 0.0, 1.0)
-            masks[:k, i] *= 1 - alpha
-            masks[k, i] = alpha
+        alpha = _coverage(obj, p, frames, num_frames)
+        masks[:k] *= 1 - alpha
+        masks[k] = alpha
     return masks.astype(np.float32)
 
 

@@ -15,7 +15,7 @@ import math
 import torch
 
 from dollar.losses import consistency_loss, vsd_loss
-from dollar.schedule import ddpm_alphas_cumprod, trailing_timesteps
+from dollar.schedule import add_noise, ddpm_alphas_cumprod, trailing_timesteps
 
 ALPHAS = ddpm_alphas_cumprod().float()
 
@@ -109,8 +109,7 @@ def distil_one_step(
     opt = torch.optim.Adam(student.parameters(), lr)
     for _ in range(pretrain_steps):
         t = torch.randint(0, 1000, (batch,), generator=g)
-        a = ALPHAS[t].view(-1, 1)
-        x_t = a.sqrt() * data.sample(batch, g) + (1 - a).sqrt() * torch.randn(batch, 2, generator=g)
+        x_t = add_noise(data.sample(batch, g), torch.randn(batch, 2, generator=g), t, ALPHAS)
         loss = ((student(x_t, t) - data.exact_x0(x_t, t)) ** 2).mean()
         if start == "collapsed":
             z = torch.randn(batch, 2, generator=g)
@@ -135,8 +134,7 @@ def distil_one_step(
             x = student(torch.randn(batch, 2, generator=g), 999)
             for _ in range(fake_steps):  # the fake score follows the generator
                 t = torch.randint(20, 980, (batch,), generator=g)
-                a = ALPHAS[t].view(-1, 1)
-                x_t = a.sqrt() * x.detach() + (1 - a).sqrt() * torch.randn(batch, 2, generator=g)
+                x_t = add_noise(x.detach(), torch.randn(batch, 2, generator=g), t, ALPHAS)
                 fake_loss = ((fake(x_t, t) - x.detach()) ** 2).mean()
                 fake_opt.zero_grad()
                 fake_loss.backward()

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dollar import world
-from dollar.video import read_video
+from dollar.video import fit_clip, read_video
 
 
 def video_to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -30,15 +30,25 @@ def tensor_to_video(x: torch.Tensor) -> np.ndarray:
 class WorldVideoDataset(Dataset):
     """``length`` clips of the procedural world; item ``i`` is the clip of seed ``seed + i``."""
 
-    def __init__(self, length: int, seed: int = 0, split: str = "train", two_object_fraction: float = 0.0):
+    def __init__(
+        self,
+        length: int,
+        seed: int = 0,
+        split: str = "train",
+        two_object_fraction: float = 0.0,
+        num_frames: int = world.NUM_FRAMES,
+        height: int = world.HEIGHT,
+        width: int = world.WIDTH,
+    ):
         self.length, self.seed, self.split, self.two_object_fraction = length, seed, split, two_object_fraction
+        self.size = (num_frames, height, width)  # a teacher's own size; the world renders at 17x64x64
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
         frames, text, _ = world.make_sample(self.seed + i, level=self._level(i), split=self.split)
-        return {"video": video_to_tensor(frames), "caption": text}
+        return {"video": video_to_tensor(fit_clip(frames, *self.size)), "caption": text}
 
     def _level(self, i: int) -> int:
         return 2 if np.random.default_rng([self.seed + i, 99]).random() < self.two_object_fraction else 1
@@ -89,26 +99,27 @@ class VideoFolderDataset(Dataset):
 
 
 @torch.no_grad()
-def encode_dataset(vae, tokenizer, text_encoder, clips, captions_per_clip: int = 1, batch_size: int = 16, progress: bool = True) -> dict:
+def encode_dataset(vae, encode_text, clips, captions_per_clip: int = 1, batch_size: int = 16, progress: bool = True) -> dict:
     """Encode a dataset once for training: ``latents`` [N, C, F, h, w] (normalized, fp16),
-    ``text_states`` [N, K, L, D] (K captions per clip, fp16) and ``null_states`` [1, L, D]."""
+    ``text_states`` [N, K, L, D] (K captions per clip, fp16) and ``null_states`` [1, L, D].
+    ``encode_text(prompts) -> [B, L, D]`` is the teacher's (e.g. ``DollarPipeline.encode_text``)."""
     from tqdm.auto import tqdm
 
     from dollar.pipeline import latent_statistics
-    from dollar.text import encode_prompts
 
+    device = next(vae.parameters()).device
     mean, std = latent_statistics(vae)
     latents, states = [], []
     for start in tqdm(range(0, len(clips), batch_size), desc="encoding clips", disable=not progress):
         idx = range(start, min(start + batch_size, len(clips)))
-        video = torch.stack([clips[i]["video"] for i in idx]).to(vae.dtype)
-        z = vae.encode(video).latent_dist.mode().float()
+        video = torch.stack([clips[i]["video"] for i in idx]).to(device, vae.dtype)
+        z = vae.encode(video).latent_dist.mode().float().cpu()
         latents.append(((z - mean) / std).half())
         texts = [clips.captions(i, captions_per_clip) for i in idx]  # [n][K]
-        flat = encode_prompts(tokenizer, text_encoder, [t for per_clip in texts for t in per_clip])
+        flat = encode_text([t for per_clip in texts for t in per_clip]).float().cpu()
         states.append(flat.view(len(idx), captions_per_clip, *flat.shape[1:]).half())
     return {
         "latents": torch.cat(latents),
         "text_states": torch.cat(states),
-        "null_states": encode_prompts(tokenizer, text_encoder, [""]).half(),
+        "null_states": encode_text([""]).float().cpu().half(),
     }

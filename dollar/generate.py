@@ -47,7 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--guidance", type=float, default=None, help="guidance scale, diffusers convention (<= 1 is off); default: the checkpoint's"
     )
-    p.add_argument("--num-frames", type=positive_int, default=17)
+    p.add_argument("--num-frames", "--num_frames", type=positive_int, default=None, help="frames (default: the checkpoint's, e.g. 17)")
+    p.add_argument("--height", type=positive_int, default=None, help="pixels (default: the checkpoint's, e.g. 64)")
+    p.add_argument("--width", type=positive_int, default=None, help="pixels (default: the checkpoint's, e.g. 64)")
+    p.add_argument(
+        "--prediction-type",
+        "--prediction_type",
+        default=None,
+        help="override the prediction type read from the folder (epsilon, v_prediction, flow, ...)",
+    )
     p.add_argument("--out", required=True, help="output file: .mp4, .gif or .npy (uint8 [T,H,W,3])")
     return p
 
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}.")
         if not args.prompt.strip():
             print("note: empty prompt, generating unconditionally.", file=sys.stderr)
-        pipe = DollarPipeline.from_pretrained(args.model)
+        pipe = DollarPipeline.from_pretrained(args.model, prediction_type=args.prediction_type)
         pipe.set_progress_bar_config(disable=True)
         out = pipe(
             args.prompt,
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             num_inference_steps=args.steps,
             guidance_scale=args.guidance,
             num_frames=args.num_frames,
+            height=args.height,
+            width=args.width,
             generator=torch.Generator().manual_seed(args.seed),
         )
         save_video(out.frames[0], args.out)

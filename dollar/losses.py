@@ -8,28 +8,28 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dollar.schedule import add_noise, conjugate_velocity_target
+from dollar.schedule import NoiseSchedule, add_noise, as_schedule, conjugate_velocity_target
 
 
 def conjugate_velocity_loss(
     transformer: torch.nn.Module,
     x0: torch.Tensor,
     encoder_hidden_states: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
+    schedule: NoiseSchedule | torch.Tensor,
     t: torch.Tensor | None = None,
     eps: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """L_CV = E || v(x_t, t, c) - (x0 - eps) ||^2, t uniform on the 1000 DDPM steps.
 
-    Trains the teacher on data latents, and the fake score on student samples.
+    Trains the bundled teacher on data latents (the fake score uses :func:`fake_score_loss`).
     """
     b = x0.shape[0]
     if t is None:
-        t = torch.randint(0, alphas_cumprod.shape[0], (b,), generator=generator).to(x0.device)
+        t = torch.randint(0, as_schedule(schedule).num_train_timesteps, (b,), generator=generator).to(x0.device)
     if eps is None:
         eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-    x_t = add_noise(x0, eps, t, alphas_cumprod)
+    x_t = add_noise(x0, eps, t, schedule)
     dtype = next(transformer.parameters()).dtype
     v = transformer(x_t.to(dtype), t, encoder_hidden_states.to(dtype), return_dict=False)[0]
     return F.mse_loss(v.float(), conjugate_velocity_target(x0, eps).float())
@@ -42,38 +42,38 @@ def conjugate_velocity_loss(
 
 
 def fake_score_loss(
-    fake_transformer: torch.nn.Module,
-    student_x0: torch.Tensor,
-    encoder_hidden_states: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    generator: torch.Generator | None = None,
+    fake, student_x0: torch.Tensor, encoder_hidden_states: torch.Tensor, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """The fake score's loss: L_CV on the student's (detached) samples at uniform t."""
-    return conjugate_velocity_loss(fake_transformer, student_x0.detach(), encoder_hidden_states, alphas_cumprod, generator=generator)
+    """The fake score's loss on the student's (detached) samples at random t: the teacher's own
+    training objective, read and trained through the same :class:`~dollar.denoiser.Denoiser`
+    (``fake``), so its target is the teacher's parameterisation (eps, v, flow u or x0 - eps)."""
+    return fake.denoising_loss(student_x0.detach(), encoder_hidden_states, generator=generator)
 
 
 def vsd_loss(
     x: torch.Tensor,
     real_x0,
     fake_x0,
-    alphas_cumprod: torch.Tensor,
+    schedule: NoiseSchedule | torch.Tensor,
     t: torch.Tensor | None = None,
     eps: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    t_range: tuple[int, int] = (20, 980),
+    t_range: tuple[float, float] = (0.02, 0.98),
 ) -> torch.Tensor:
     """Variational score distillation (DMD form) for generator samples ``x`` (with grad).
 
     The gradient w.r.t. ``x`` is ``w_t (x0_fake - x0_real) / x.numel()`` with
-    ``w_t = 1 / mean|x - x0_real|`` per sample: an MSE to a stop-gradient target.
+    ``w_t = 1 / mean|x - x0_real|`` per sample: an MSE to a stop-gradient target. ``t`` is drawn
+    over the fraction ``t_range`` of the schedule when not given.
     """
+    schedule = as_schedule(schedule)
     b = x.shape[0]
     if t is None:
-        t = torch.randint(t_range[0], t_range[1], (b,), generator=generator).to(x.device)
+        t = schedule.sample_timesteps(b, generator, x.device, t_range)
     if eps is None:
         eps = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
     with torch.no_grad():
-        x_t = add_noise(x.detach(), eps, t, alphas_cumprod)
+        x_t = schedule.add_noise(x.detach(), eps, t)
         x0_real = real_x0(x_t, t)
         x0_fake = fake_x0(x_t, t)
         dims = tuple(range(1, x.ndim))
@@ -99,14 +99,14 @@ def consistency_function(x0_hat: torch.Tensor, x_t: torch.Tensor, t: torch.Tenso
 
 
 def teacher_ddim_target(
-    teacher_denoise, x_start: torch.Tensor, grid: list[int], index: int, m: int, alphas_cumprod: torch.Tensor
+    teacher_denoise, x_start: torch.Tensor, grid: list, index: int, m: int, schedule: NoiseSchedule | torch.Tensor
 ) -> torch.Tensor:
     """m teacher DDIM steps along ``grid`` from ``grid[index]`` to ``grid[index + m]`` (or to x0)."""
     from dollar.sampling import ddim_sample
 
     end = index + m
     final = grid[end] if end < len(grid) else None
-    return ddim_sample(teacher_denoise, x_start, grid[index:end], alphas_cumprod, final_timestep=final)
+    return ddim_sample(teacher_denoise, x_start, grid[index:end], schedule, final_timestep=final)
 
 
 def consistency_loss(
@@ -114,8 +114,8 @@ def consistency_loss(
     ema_x0,
     teacher_denoise,
     x0: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    grid: list[int],
+    schedule: NoiseSchedule | torch.Tensor,
+    grid: list,
     m: int = 5,
     index: int | None = None,
     generator: torch.Generator | None = None,
@@ -124,20 +124,21 @@ def consistency_loss(
     """Consistency distillation on real latents ``x0`` (METHOD.md): the student's f at
     t_{n+m} matches the EMA student's f at the point m teacher DDIM steps (with CFG) later.
 
-    ``teacher_denoise(x, t_int) -> (x0_hat, eps_hat)`` (guided), ``student_x0`` and ``ema_x0``
+    ``teacher_denoise(x, t) -> (x0_hat, eps_hat)`` (guided), ``student_x0`` and ``ema_x0``
     are ``(x_t, t) -> x0_hat``. ``d`` is MSE, or pseudo-Huber with constant ``huber_c``.
     """
+    schedule = as_schedule(schedule)
     b = x0.shape[0]
     if index is None:
         index = int(torch.randint(0, len(grid) - m + 1, (1,), generator=generator))
-    t_start = torch.full((b,), grid[index], dtype=torch.long, device=x0.device)
+    t_start = torch.full((b,), grid[index], device=x0.device)
     eps = torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype)
-    x_start = add_noise(x0, eps, t_start, alphas_cumprod)
+    x_start = schedule.add_noise(x0, eps, t_start)
     pred = consistency_function(student_x0(x_start, t_start), x_start, t_start)
     with torch.no_grad():
-        x_end = teacher_ddim_target(teacher_denoise, x_start, grid, index, m, alphas_cumprod)
+        x_end = teacher_ddim_target(teacher_denoise, x_start, grid, index, m, schedule)
         if index + m < len(grid):
-            t_end = torch.full((b,), grid[index + m], dtype=torch.long, device=x0.device)
+            t_end = torch.full((b,), grid[index + m], device=x0.device)
             target = consistency_function(ema_x0(x_end, t_end), x_end, t_end)
         else:
             target = x_end  # the boundary: f(x, 0) = x
@@ -182,3 +183,31 @@ def ddpo_loss(policy_mean, trajectory, advantages: torch.Tensor) -> torch.Tensor
         mu = policy_mean(x, t)
         logp = logp - ((x_next.detach() - mu) ** 2).flatten(1).mean(1) / (2 * std**2)
     return -(advantages.detach().to(mu.dtype) * logp).mean()
+
+
+@torch.no_grad()
+def ddpo_rollout(
+    student_x0, noise: torch.Tensor, grid: list, schedule: NoiseSchedule | torch.Tensor, exploration_std: float, generator=None
+):
+    """The few-step student's sampler as a stochastic policy, for :func:`ddpo_loss`.
+
+    Each step predicts x0_hat and draws the next point around ``alpha(t_next) x0_hat`` with the
+    re-noising std ``sigma(t_next)``; the last step draws x0 around x0_hat with ``exploration_std``.
+    Returns the trajectory, the mean scale of each step (keyed by ``float(t[0])`` of its recorded
+    timesteps) and the final samples.
+    """
+    schedule = as_schedule(schedule)
+    trajectory, scales, x = [], {}, noise
+    for k, t in enumerate(grid):
+        tt = torch.full((x.shape[0],), t, device=x.device)
+        x0_hat = student_x0(x, tt)
+        if k + 1 < len(grid):
+            alpha, sigma = schedule.alpha_sigma(grid[k + 1])
+            scale, std = float(alpha), float(sigma)
+        else:
+            scale, std = 1.0, exploration_std
+        x_next = scale * x0_hat + std * torch.randn(x.shape, generator=generator).to(x.device)
+        trajectory.append((x, tt, x_next, std))
+        scales[float(tt[0])] = scale
+        x = x_next
+    return trajectory, scales, x

@@ -1,36 +1,48 @@
 """DollarPipeline: text-to-video in diffusers' words, for the 50-step teacher and few-step students.
 
-Teacher mode: DDIM (or any diffusers scheduler) with classifier-free guidance. Few-step mode
-(a distilled student, ``student_timesteps`` in its config): the student grid with re-noising
-between steps and no guidance. The teacher run on a 1/2/4-step grid is the "teacher DDIM-k"
-baseline.
+Teacher mode: the teacher's own scheduler (DDIM for the bundled teacher) with classifier-free
+guidance. Few-step mode (a distilled student, ``student_timesteps`` in its config): the student
+grid with re-noising between steps and no guidance. The teacher run on a 1/2/4-step grid is the
+"teacher DDIM-k" baseline.
+
+Any stock text-to-video folder of a supported family (Wan, CogVideoX, LTX-Video; see
+:mod:`dollar.teachers`) loads too: its family, prediction type and noise schedule are read from
+the folder, and sampling with its scheduler gives the stock pipeline's video.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler, DiffusionPipeline
+from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-import dollar.models.video_vae  # noqa: F401  (diffusers loads the bundled VAE class only once it is imported)
+import dollar.models.transformer  # noqa: F401  (diffusers loads the bundled classes only once they are imported)
+import dollar.models.video_vae  # noqa: F401
 from dollar.denoiser import Denoiser
 from dollar.sampling import ddim_sample, multistep_sample, scheduler_sample
-from dollar.schedule import STUDENT_TIMESTEPS, trailing_timesteps
-from dollar.text import DEFAULT_MAX_SEQUENCE_LENGTH, encode_prompts, load_text_encoder
+from dollar.schedule import PREDICTION_TYPES, NoiseSchedule
+from dollar.teachers import TeacherFamily, UnsupportedTeacherError, detect_family, get_family, scheduler_prediction_type
+from dollar.text import load_text_encoder
 
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 BUNDLED_MODELS = ("teacher", "student-1", "student-2", "student-4")
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+MAX_GUIDANCE_SCALE = 50.0
 
 
 class ModelLoadError(ValueError):
     """A model name or folder that cannot be loaded; the message says what to do."""
+
+
+def is_hub_id(name: str) -> bool:
+    return "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1 and not os.path.exists(name)
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -44,16 +56,56 @@ def resolve_model(name_or_path: str) -> str:
         return name_or_path
     if os.path.exists(name_or_path):
         raise ModelLoadError(f"{name_or_path} is a file; give a pipeline folder (with model_index.json) or a bundled name.")
-    if "/" in name_or_path and not name_or_path.startswith((".", "/")):
+    if is_hub_id(name_or_path):
         return name_or_path  # a hub id; from_pretrained fetches it
     raise ModelLoadError(f"Unknown model '{name_or_path}': use one of {', '.join(BUNDLED_MODELS)}, a pipeline folder, or a hub id.")
+
+
+def read_model_index(path: str) -> dict:
+    """The ``model_index.json`` of a pipeline folder or hub id, with one sentence when there is none."""
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "model_index.json")):
+            raise ModelLoadError(
+                f"{path} has no model_index.json; it is not a saved diffusers pipeline (see DollarPipeline.save_pretrained)."
+            )
+    try:
+        return dict(DiffusionPipeline.load_config(path))
+    except Exception as err:  # noqa: BLE001  (hub and JSON errors come in many types; all mean the same to a user)
+        if not os.path.isdir(path):
+            raise ModelLoadError(
+                f"Could not fetch '{path}' from the Hugging Face Hub (offline, or no such repository); download it where there is "
+                f"network (`hf download {path} --local-dir DIR`) and pass the local folder."
+            ) from err
+        raise ModelLoadError(f"{path}/model_index.json is not valid JSON ({err}); re-save or re-download the pipeline.") from err
+
+
+def load_pipeline_text_encoder(source: str | None, dtype: torch.dtype = torch.float32):
+    """(tokenizer, text_encoder) a student records by reference: the packaged MiniLM (``None`` or
+    "minilm"), or the ``text_encoder``/``tokenizer`` of the teacher folder or hub id it names."""
+    if not source or source == "minilm":
+        return load_text_encoder()
+    import transformers
+
+    index = read_model_index(source)
+    try:
+        encoder_cls = getattr(transformers, index["text_encoder"][1])
+        tokenizer_cls = getattr(transformers, index["tokenizer"][1])
+        tokenizer = tokenizer_cls.from_pretrained(source, subfolder="tokenizer")
+        encoder = encoder_cls.from_pretrained(source, subfolder="text_encoder", dtype=dtype).eval().requires_grad_(False)
+    except (OSError, KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ModelLoadError(
+            f"Could not load the text encoder this student refers to ({source}: {type(err).__name__}: {str(err)[:150]}); "
+            "make that teacher folder available again, or pass text_encoder= and tokenizer= yourself."
+        ) from err
+    return tokenizer, encoder
 
 
 @dataclass
 class DollarPipelineOutput(BaseOutput):
     """``frames``: uint8 [B, T, H, W, 3] (np), lists of PIL images (pil), float [B, T, 3, H, W]
-    in [0, 1] (pt), or latents; ``timings``: seconds spent encoding text, denoising, decoding,
-    and the number of network evaluations."""
+    in [0, 1] (pt), or latents [B, C, F, h, w] in the transformer's normalised space (latent);
+    ``timings``: seconds spent encoding text, denoising, decoding, and the number of network
+    evaluations."""
 
     frames: object
     timings: dict
@@ -71,8 +123,14 @@ class DollarPipeline(DiffusionPipeline):
         text_encoder=None,
         tokenizer=None,
         prediction_type: str = "conjugate_velocity",
-        student_timesteps: list[int] | None = None,
+        student_timesteps: list | None = None,
         default_guidance_scale: float = 4.5,
+        teacher_family: str = "dollar",
+        text_encoder_source: str | None = None,
+        max_sequence_length: int | None = None,
+        default_height: int | None = None,
+        default_width: int | None = None,
+        default_num_frames: int | None = None,
     ):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer)
@@ -80,35 +138,62 @@ class DollarPipeline(DiffusionPipeline):
             prediction_type=prediction_type,
             student_timesteps=list(student_timesteps) if student_timesteps else None,
             default_guidance_scale=float(default_guidance_scale),
+            teacher_family=teacher_family,
+            text_encoder_source=text_encoder_source,
+            max_sequence_length=max_sequence_length,
+            default_height=default_height,
+            default_width=default_width,
+            default_num_frames=default_num_frames,
         )
-        self.vae_scale_factor_spatial = getattr(vae, "spatial_compression_ratio", 8)
-        self.vae_scale_factor_temporal = getattr(vae, "temporal_compression_ratio", 4)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """As diffusers' ``from_pretrained``; a bundled name works too, and a folder saved without
-        a text encoder gets the packaged MiniLM (the bundled checkpoints ship none)."""
+    def from_pretrained(cls, pretrained_model_name_or_path, prediction_type: str | None = None, **kwargs):
+        """As diffusers' ``from_pretrained``, for our folders and for stock ones of a supported
+        family (a ``WanPipeline``, ``CogVideoXPipeline`` or ``LTXPipeline`` folder or hub id); a
+        bundled name works too. A folder saved without a text encoder gets the one its config
+        refers to (the packaged MiniLM, or its teacher's). ``prediction_type`` overrides the one
+        read from the folder."""
         path = resolve_model(str(pretrained_model_name_or_path))
-        if os.path.isdir(path) and not os.path.exists(os.path.join(path, "model_index.json")):
-            raise ModelLoadError(f"{path} has no model_index.json; it is not a saved pipeline (see DollarPipeline.save_pretrained).")
-        if kwargs.get("text_encoder") is None and kwargs.get("tokenizer") is None:
-            has_te = os.path.isdir(os.path.join(path, "text_encoder")) if os.path.isdir(path) else True
-            if not has_te:
-                kwargs["tokenizer"], kwargs["text_encoder"] = load_text_encoder()
+        index = read_model_index(path)
+        try:
+            family = detect_family(index, path)
+        except UnsupportedTeacherError as err:
+            raise ModelLoadError(str(err)) from None
+        if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
+            raise ModelLoadError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
         kwargs.setdefault("dtype", torch.float32)  # bundled weights are fp16; CPUs want fp32
+        if kwargs.get("text_encoder") is None and kwargs.get("tokenizer") is None and (index.get("text_encoder") or [None])[0] is None:
+            kwargs["tokenizer"], kwargs["text_encoder"] = load_pipeline_text_encoder(index.get("text_encoder_source"), kwargs["dtype"])
         try:
             pipe = super().from_pretrained(path, **kwargs)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
+        except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
             raise ModelLoadError(
                 f"Could not load a pipeline from {path} ({type(err).__name__}: {str(err)[:200]}); the checkpoint is missing or corrupt, re-save or re-download it."
             ) from err
+        if index.get("_class_name") != "DollarPipeline":  # a stock folder: what it is, read from its parts
+            try:
+                stock_type = scheduler_prediction_type(pipe.scheduler)
+            except UnsupportedTeacherError as err:
+                if prediction_type is None:
+                    raise ModelLoadError(str(err)) from None
+                stock_type = prediction_type
+            source = os.path.abspath(path) if os.path.isdir(path) else path
+            pipe.register_to_config(
+                teacher_family=family.name,
+                prediction_type=stock_type,
+                default_guidance_scale=family.default_guidance_scale,
+                text_encoder_source=source,
+            )
+        if prediction_type is not None:
+            pipe.register_to_config(prediction_type=prediction_type)
         pipe.transformer.eval()
         pipe.vae.eval()
         return pipe
 
     def save_pretrained(self, save_directory: str, include_text_encoder: bool = False, **kwargs):
-        """Save as a diffusers folder. The text encoder is left out by default (it ships in its
-        own package and is 90 MB); ``include_text_encoder=True`` keeps it."""
+        """Save as a diffusers folder. The text encoder is left out by default and referenced
+        instead (``text_encoder_source``: the packaged MiniLM, or the teacher's folder or hub
+        id); ``include_text_encoder=True`` keeps it."""
         if include_text_encoder:
             return super().save_pretrained(save_directory, **kwargs)
         te, tok = self.text_encoder, self.tokenizer
@@ -121,29 +206,95 @@ class DollarPipeline(DiffusionPipeline):
     # --- pieces -------------------------------------------------------------------------
 
     @property
+    def family(self) -> TeacherFamily:
+        return get_family(self.config.teacher_family)
+
+    @property
+    def vae_scale_factors(self) -> tuple[int, int]:
+        """(temporal, spatial) compression of the VAE."""
+        return self.family.vae_scale_factors(self.vae)
+
+    @property
+    def vae_scale_factor_spatial(self) -> int:
+        return self.vae_scale_factors[1]
+
+    @property
+    def vae_scale_factor_temporal(self) -> int:
+        return self.vae_scale_factors[0]
+
+    def default_size(self) -> tuple[int, int, int]:
+        """(height, width, num_frames) when a call gives none: the checkpoint's, else its family's."""
+        h, w, f = self.family.default_size(self.transformer, self.vae)
+        c = self.config
+        return c.default_height or h, c.default_width or w, c.default_num_frames or f
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        temporal, spatial = self.vae_scale_factors
+        return (self.transformer.config.in_channels, (num_frames - 1) // temporal + 1, height // spatial, width // spatial)
+
+    def noise_schedule(self, latent_shape: tuple[int, ...] | None = None) -> NoiseSchedule:
+        """The teacher's forward process (for LTX it depends on the video size)."""
+        if latent_shape is None:
+            h, w, f = self.default_size()
+            latent_shape = self.latent_shape(f, h, w)
+        return self.family.noise_schedule(self.scheduler, latent_shape)
+
+    def make_denoiser(self, transformer: torch.nn.Module | None = None, latent_shape: tuple[int, ...] | None = None) -> Denoiser:
+        """A Denoiser over ``transformer`` (default: this pipeline's) with the teacher's schedule,
+        prediction type and family: the student, fake score and EMA copies are read the same way."""
+        return Denoiser(
+            transformer if transformer is not None else self.transformer,
+            self.noise_schedule(latent_shape),
+            self.config.prediction_type,
+            self.family,
+            self.vae_scale_factors,
+        )
+
+    @property
     def denoiser(self) -> Denoiser:
-        return Denoiser(self.transformer, self.scheduler.alphas_cumprod, self.config.prediction_type)
+        return self.make_denoiser()
 
     @property
     def is_student(self) -> bool:
         return bool(self.config.student_timesteps)
 
-    def encode_prompt(self, prompt: list[str], negative_prompt: list[str] | None, max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH):
-        cond = encode_prompts(self.tokenizer, self.text_encoder, prompt, max_sequence_length)
-        uncond = (
-            None if negative_prompt is None else encode_prompts(self.tokenizer, self.text_encoder, negative_prompt, max_sequence_length)
-        )
+    @property
+    def text_length(self) -> int:
+        return self.config.max_sequence_length or self.family.text_length(self.transformer)
+
+    def encode_text(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
+        """Text states [B, L, D] as the teacher's stock pipeline makes them."""
+        return self.family.encode_prompts(self.tokenizer, self.text_encoder, prompts, max_sequence_length or self.text_length).float()
+
+    def encode_prompt(self, prompt: list[str], negative_prompt: list[str] | None, max_sequence_length: int | None = None):
+        cond = self.encode_text(prompt, max_sequence_length)
+        uncond = None if negative_prompt is None else self.encode_text(negative_prompt, max_sequence_length)
         return cond, uncond
 
     def prepare_latents(self, batch_size: int, num_frames: int, height: int, width: int, generator, device) -> torch.Tensor:
-        shape = (
-            batch_size,
-            self.transformer.config.in_channels,
-            (num_frames - 1) // self.vae_scale_factor_temporal + 1,
-            height // self.vae_scale_factor_spatial,
-            width // self.vae_scale_factor_spatial,
-        )
-        return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=torch.float32)
+        c, f, h, w = self.latent_shape(num_frames, height, width)
+        if self.config.teacher_family == "cogvideox":  # drawn in its stock layout [B, F, C, H, W], so a seed gives its video
+            return randn_tensor((batch_size, f, c, h, w), generator=generator, device=torch.device(device), dtype=torch.float32).permute(
+                0, 2, 1, 3, 4
+            )
+        return randn_tensor((batch_size, c, f, h, w), generator=generator, device=torch.device(device), dtype=torch.float32)
+
+    def internal_latents(self, latents: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """User ``latents=`` in the stock pipeline's layout ([B, C, F, H, W]; CogVideoX [B, F, C, H, W];
+        LTX packed [B, S, D]) -> ours, [B, C, F, H, W]."""
+        c, f, h, w = self.latent_shape(num_frames, height, width)
+        if self.config.teacher_family == "cogvideox" and latents.ndim == 5 and latents.shape[1:] == (f, c, h, w):
+            latents = latents.permute(0, 2, 1, 3, 4)
+        elif self.config.teacher_family == "ltx" and latents.ndim == 3:
+            from diffusers import LTXPipeline
+
+            p, pt = self.transformer.config.patch_size, self.transformer.config.patch_size_t
+            latents = LTXPipeline._unpack_latents(latents, f // pt, h // p, w // p, p, pt)
+        if tuple(latents.shape[1:]) != (c, f, h, w):
+            raise ValueError(
+                f"latents must have shape [B, {c}, {f}, {h}, {w}] for {num_frames} frames at {height}x{width}, got {list(latents.shape)}."
+            )
+        return latents.float()
 
     def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
         """VAE latents -> the unit-scale space the transformer works in."""
@@ -157,29 +308,44 @@ class DollarPipeline(DiffusionPipeline):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents -> video float [B, 3, T, H, W] in [-1, 1]."""
         z = self.denormalize_latents(latents).to(self.vae.dtype)
-        return self.vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)
+        return self.family.decode(self.vae, z).float().clamp(-1, 1)
 
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type):
         if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)):
             raise ValueError("prompt must be a string or a list of strings.")
+        if isinstance(prompt, list) and not prompt:
+            raise ValueError("prompt must not be an empty list; give at least one prompt (an empty string generates unconditionally).")
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}.")
         if num_inference_steps > self.scheduler.config.num_train_timesteps:
             raise ValueError(f"num_inference_steps must be at most {self.scheduler.config.num_train_timesteps}, got {num_inference_steps}.")
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 or less turns guidance off), got {guidance_scale}.")
-        if (num_frames - 1) % self.vae_scale_factor_temporal != 0 or num_frames < 1:
-            raise ValueError(f"num_frames must be {self.vae_scale_factor_temporal}k+1 (e.g. 17), got {num_frames}.")
-        if height % self.vae_scale_factor_spatial or width % self.vae_scale_factor_spatial:
-            raise ValueError(f"height and width must be multiples of {self.vae_scale_factor_spatial}, got {height}x{width}.")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}.")
+        if not 0 <= guidance_scale <= MAX_GUIDANCE_SCALE:
+            raise ValueError(
+                f"guidance_scale must be between 0 and {MAX_GUIDANCE_SCALE:g} (1 or less turns guidance off), got {guidance_scale}."
+            )
+        temporal = self.vae_scale_factor_temporal
+        for name, value in (("num_frames", num_frames), ("height", height), ("width", width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if (num_frames - 1) % temporal != 0:
+            raise ValueError(f"num_frames must be {temporal}k+1 (e.g. {4 * temporal + 1}), got {num_frames}.")
+        multiple = self.family.spatial_multiple(self.transformer, self.vae)
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"height and width must be multiples of {multiple} (the VAE factor times the patch size), got {height}x{width}."
+            )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
 
-    def timesteps_for(self, num_inference_steps: int) -> list[int]:
-        """The denoising grid: the student grids for 1/2/4 steps, the trailing DDIM grid otherwise."""
-        if num_inference_steps in STUDENT_TIMESTEPS:
-            return list(STUDENT_TIMESTEPS[num_inference_steps])
-        return trailing_timesteps(num_inference_steps, self.scheduler.config.num_train_timesteps)
+    def timesteps_for(self, num_inference_steps: int, schedule: NoiseSchedule | None = None) -> list:
+        """The denoising grid: a student's trained grid at its own step count; otherwise the
+        schedule's (DDIM's trailing grid: 1/2/4 steps are the paper's student grids)."""
+        trained = self.config.student_timesteps
+        if trained and num_inference_steps == len(trained):
+            return list(trained)
+        return (schedule or self.noise_schedule()).grid(num_inference_steps)
 
     # --- generation ---------------------------------------------------------------------
 
@@ -190,25 +356,29 @@ class DollarPipeline(DiffusionPipeline):
         negative_prompt: str | list[str] | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
-        num_frames: int = 17,
-        height: int = 64,
-        width: int = 64,
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
-        max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH,
+        max_sequence_length: int | None = None,
         return_dict: bool = True,
     ):
         """Generate videos.
 
         ``num_inference_steps`` defaults to 50 for a teacher and to the trained step count for
         a student; ``guidance_scale`` (diffusers convention: ``1 + w`` of METHOD.md, off at
-        <= 1) defaults to the checkpoint's ``default_guidance_scale`` (1.0 for students).
+        <= 1) defaults to the checkpoint's ``default_guidance_scale`` (1.0 for students); height,
+        width and frames to the checkpoint's (its family's for a stock folder). ``latents`` are
+        the initial noise in the stock pipeline's layout for the family.
         """
         if num_inference_steps is None:
             num_inference_steps = len(self.config.student_timesteps) if self.is_student else 50
         if guidance_scale is None:
             guidance_scale = self.config.default_guidance_scale
+        default_h, default_w, default_f = self.default_size()
+        height, width, num_frames = height or default_h, width or default_w, num_frames or default_f
         self.check_inputs(prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type)
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         w = max(guidance_scale - 1.0, 0.0)
@@ -225,25 +395,29 @@ class DollarPipeline(DiffusionPipeline):
 
         if latents is None:
             latents = self.prepare_latents(len(prompts), num_frames, height, width, generator, device)
-        denoiser = self.denoiser
+        else:
+            latents = self.internal_latents(latents, num_frames, height, width).to(device)
+        schedule = self.noise_schedule(tuple(latents.shape[1:]))
+        denoiser = self.make_denoiser(latent_shape=tuple(latents.shape[1:]))
         nfe = 0
 
         def denoise(x, t):
             nonlocal nfe
             nfe += 2 if w > 0 else 1
-            tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
-            return denoiser.guided(x, tt, cond, uncond, w)
+            return denoiser.guided(x, torch.as_tensor(t, device=x.device).expand(x.shape[0]), cond, uncond, w)
 
         start = time.perf_counter()
-        alphas = self.scheduler.alphas_cumprod
         with self.progress_bar(total=num_inference_steps) as bar:
             step_done = lambda i, t, x: bar.update()  # noqa: E731
             if self.is_student:
-                x = multistep_sample(denoise, latents, self.timesteps_for(num_inference_steps), alphas, generator, step_done)
-            elif isinstance(self.scheduler, DDIMScheduler):
-                x = ddim_sample(denoise, latents, self.timesteps_for(num_inference_steps), alphas, callback=step_done)
-            else:
-                x = scheduler_sample(denoise, latents, self.scheduler, num_inference_steps, step_done)
+                x = multistep_sample(denoise, latents, self.timesteps_for(num_inference_steps, schedule), schedule, generator, step_done)
+            elif self.config.teacher_family == "dollar" and type(self.scheduler).__name__ == "DDIMScheduler":
+                x = ddim_sample(denoise, latents, self.timesteps_for(num_inference_steps, schedule), schedule, callback=step_done)
+            else:  # the teacher's own scheduler, as its stock pipeline sets it up
+                self.family.set_timesteps(self.scheduler, num_inference_steps, tuple(latents.shape[1:]), device)
+                x = scheduler_sample(
+                    denoise, latents, self.scheduler, schedule, self.scheduler.config.get("prediction_type", "flow"), step_done
+                )
         timings["denoising_s"] = time.perf_counter() - start
         timings["nfe"] = nfe
 
@@ -262,13 +436,17 @@ def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (mean, std) [1, C, 1, 1, 1] that bring a VAE's latents to unit scale, from
     whichever form the VAE keeps them in: buffers (ours, LTX), config lists (Wan), or a
     scaling factor (the image VAEs)."""
-    if isinstance(getattr(vae, "latents_mean", None), torch.Tensor):
-        mean, std = vae.latents_mean, vae.latents_std
+    buffers = dict(vae.named_buffers(recurse=False))
+    if "latents_mean" in buffers:
+        mean, std = buffers["latents_mean"], buffers["latents_std"]
     elif getattr(vae.config, "latents_mean", None) is not None:
         mean, std = torch.tensor(vae.config.latents_mean), torch.tensor(vae.config.latents_std)
     else:
-        channels = vae.config.latent_channels
+        channels = vae.config.latent_channels if "latent_channels" in vae.config else vae.config.z_dim
         mean, std = torch.zeros(channels), torch.full((channels,), 1.0 / getattr(vae.config, "scaling_factor", 1.0))
+        return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
+    if "latents_mean" in buffers and "scaling_factor" in vae.config:
+        std = std / vae.config.scaling_factor  # LTX: z_normalised = (z - mean) * scaling_factor / std
     return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
 
 

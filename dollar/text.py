@@ -37,16 +37,21 @@ def load_text_encoder(path: str | None = None):
     return tokenizer, model
 
 
+def warn_truncated(tokenizer, prompts: list[str], max_sequence_length: int) -> None:
+    """Warn about each prompt longer than the text length the teacher uses."""
+    for p in prompts:
+        n = len(tokenizer(p, add_special_tokens=True)["input_ids"])
+        if n > max_sequence_length:
+            logger.warning("prompt has %d tokens; only the first %d are used: %.60s...", n, max_sequence_length, p)
+
+
 @torch.no_grad()
 def encode_prompts(tokenizer, text_encoder, prompts: list[str], max_sequence_length: int = DEFAULT_MAX_SEQUENCE_LENGTH) -> torch.Tensor:
     """Token states ``[B, max_sequence_length, D]``, zero past each prompt's last token.
 
     A prompt longer than ``max_sequence_length`` tokens is truncated, with a warning.
     """
-    for p in prompts:
-        n = len(tokenizer(p, add_special_tokens=True)["input_ids"])
-        if n > max_sequence_length:
-            logger.warning("prompt has %d tokens; only the first %d are used: %.60s...", n, max_sequence_length, p)
+    warn_truncated(tokenizer, prompts, max_sequence_length)
     # Pad to the longest prompt (cheaper), then with zeros to the fixed length: BERT's states
     # for real tokens do not depend on how much padding follows them.
     tokens = tokenizer(prompts, padding="longest", truncation=True, max_length=max_sequence_length, return_tensors="pt")

@@ -31,9 +31,29 @@ def save_video(frames: np.ndarray, path: str, fps: int = FPS) -> str:
     return path
 
 
-def read_video(path: str, num_frames: int, height: int, width: int) -> np.ndarray:
-    """Read a clip, take ``num_frames`` evenly spaced frames, resize to ``height x width``."""
+def fit_clip(frames: np.ndarray, num_frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> ``num_frames`` evenly spaced frames, resized to cover
+    ``height x width`` with the aspect ratio kept, then centre-cropped (a no-op at that size)."""
     import cv2
+
+    idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
+    h, w = frames.shape[1:3]
+    scale = max(height / h, width / w)
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    top, left = (size[1] - height) // 2, (size[0] - width) // 2
+    out = []
+    for i in idx:
+        frame = np.ascontiguousarray(frames[i][..., :3])
+        if (h, w) != (height, width):
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)[
+                top : top + height, left : left + width
+            ]
+        out.append(frame)
+    return np.stack(out).astype(np.uint8)
+
+
+def read_video(path: str, num_frames: int, height: int, width: int) -> np.ndarray:
+    """Read a clip, take ``num_frames`` evenly spaced frames, resize and centre-crop to ``height x width``."""
     import imageio.v3 as iio
 
     if path.endswith(".npy"):
@@ -43,6 +63,4 @@ def read_video(path: str, num_frames: int, height: int, width: int) -> np.ndarra
     frames = np.asarray(frames)
     if frames.ndim == 3:
         frames = frames[..., None].repeat(3, -1) if frames.shape[-1] not in (3, 4) else frames[None]
-    idx = np.linspace(0, len(frames) - 1, num_frames).round().astype(int)
-    out = [cv2.resize(np.ascontiguousarray(frames[i][..., :3]), (width, height), interpolation=cv2.INTER_AREA) for i in idx]
-    return np.stack(out).astype(np.uint8)
+    return fit_clip(frames, num_frames, height, width)

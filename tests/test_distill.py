@@ -88,7 +88,9 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_teacher, tmp_path):
     "flags, message",
     [
         (["--reward", "beauty"], "Unknown reward"),
-        (["--num_steps", "3"], "must be 1, 2 or 4"),
+        (["--num_steps", "0"], "between 1 and 50"),
+        (["--timesteps", "999,abc"], "comma-separated numbers"),
+        (["--prediction_type", "x0"], "prediction_type must be one of"),
         (["--timesteps", "500,999"], "descending"),
         (["--vsd", "false", "--cd", "false", "--lrm", "false"], "every loss is off"),
         (["--vsd_weight", "0", "--cd_weight", "0", "--reward_weight", "0"], "every loss is off"),

@@ -41,13 +41,14 @@ from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import open_log  # noqa: E402
+from dollar.checkpointing import complete_checkpoints, load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
-from dollar.denoiser import Denoiser  # noqa: E402
+from dollar.denoiser import x0_only  # noqa: E402
 from dollar.evaluation import checker_accuracy  # noqa: E402
 from dollar.losses import (  # noqa: E402
     consistency_loss,
     ddpo_loss,
+    ddpo_rollout,
     fake_score_loss,
     latent_reward_fit_loss,
     reward_finetune_loss,
@@ -57,19 +58,23 @@ from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
 from dollar.sampling import multistep_sample, student_training_input  # noqa: E402
-from dollar.schedule import STUDENT_TIMESTEPS, trailing_timesteps  # noqa: E402
+from dollar.schedule import PREDICTION_TYPES, NoiseSchedule  # noqa: E402
 from dollar.sentinel import CollapseSentinel, video_health  # noqa: E402
 from dollar.video import save_video  # noqa: E402
 
 
 @dataclass
 class DistillConfig:
-    teacher: str = "teacher"  # bundled name, pipeline folder or hub id
+    teacher: str = "teacher"  # bundled name, pipeline folder or hub id (ours, or a stock Wan / CogVideoX / LTX-Video folder)
+    prediction_type: str = ""  # override the teacher's prediction type read from its scheduler (epsilon, v_prediction, flow, conjugate_velocity)
+    height: int = 0  # training clips' size; 0 = the teacher's default (64x64x17 for the bundled one)
+    width: int = 0
+    num_frames: int = 0
     init_student: str = ""  # start the student from this pipeline's transformer (e.g. a trained 4-step student of the same teacher); with max_iters 0 it is only re-gridded
     output_dir: str = "runs/student-4"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
-    num_steps: int = 4  # student steps: 1, 2 or 4 (the paper's grids)
-    timesteps: str = ""  # a custom grid instead, e.g. "999,666,333"
+    num_steps: int = 4  # student steps: 1, 2 or 4 are the paper's grids (the schedule's evenly spaced grid for any n)
+    timesteps: str = ""  # a custom grid instead, in the teacher's timesteps, e.g. "999,666,333"
     max_iters: int = 600
     batch_size: int = 16
     num_clips: int = 2000  # real clips for CD and the reward fit (the built-in world)
@@ -139,22 +144,32 @@ def parse_config(argv: list[str] | None = None) -> DistillConfig:
     return cfg
 
 
-def student_grid(cfg: DistillConfig) -> list[int]:
+def student_grid(cfg: DistillConfig, schedule: NoiseSchedule) -> list:
+    """The student's timesteps on the teacher's schedule: ``--timesteps``, else the schedule's
+    ``num_steps`` grid (VP: 999 / 999, 499 / 999, 749, 499, 249; flow: shifted s = 1, 1 - 1/n, ...)."""
     if cfg.timesteps:
-        grid = [int(t) for t in cfg.timesteps.split(",")]
-        if any(not 0 <= t <= 999 for t in grid) or grid != sorted(grid, reverse=True) or len(set(grid)) != len(grid):
-            raise SystemExit(f"error: --timesteps must be distinct descending integers in [0, 999], got {cfg.timesteps!r}.")
-        return grid
-    if cfg.num_steps not in STUDENT_TIMESTEPS:
-        raise SystemExit(
-            f"error: --num_steps must be 1, 2 or 4 (the paper's grids), got {cfg.num_steps}; give --timesteps for another grid."
-        )
-    return list(STUDENT_TIMESTEPS[cfg.num_steps])
+        try:
+            return schedule.check_grid(float(t) for t in cfg.timesteps.split(","))
+        except ValueError as err:
+            raise SystemExit(f"error: --timesteps: {err}.") from None
+    return schedule.grid(cfg.num_steps)
 
 
 def validate(cfg: DistillConfig) -> None:
     """Every user error, with one sentence, before any work starts."""
-    student_grid(cfg)
+    if cfg.timesteps:
+        try:
+            values = [float(t) for t in cfg.timesteps.split(",")]
+        except ValueError:
+            raise SystemExit(f"error: --timesteps must be comma-separated numbers, e.g. 999,499; got {cfg.timesteps!r}.") from None
+        if values != sorted(set(values), reverse=True):
+            raise SystemExit(f"error: --timesteps must be distinct and descending (noisiest first), e.g. 999,499; got {cfg.timesteps!r}.")
+    elif not 1 <= cfg.num_steps <= 50:
+        raise SystemExit(f"error: --num_steps must be between 1 and 50 (1, 2 or 4 are the paper's grids), got {cfg.num_steps}.")
+    if cfg.prediction_type and cfg.prediction_type not in PREDICTION_TYPES:
+        raise SystemExit(f"error: --prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {cfg.prediction_type!r}.")
+    if min(cfg.height, cfg.width, cfg.num_frames) < 0:
+        raise SystemExit("error: --height, --width and --num_frames must be positive (0 = the teacher's default).")
     weights = {"vsd": cfg.vsd * cfg.vsd_weight, "cd": cfg.cd * cfg.cd_weight, "lrm": cfg.lrm * cfg.reward_weight}
     if all(w <= 0 for w in weights.values()):
         raise SystemExit("error: every loss is off or weighted zero; enable at least one of --vsd, --cd, --lrm with a positive weight.")
@@ -183,9 +198,9 @@ def validate(cfg: DistillConfig) -> None:
         raise SystemExit(f"error: --resume {cfg.resume} is not a checkpoint folder; use 'latest' or an existing folder.")
 
 
-def load_teacher(name: str) -> DollarPipeline:
+def load_teacher(name: str, prediction_type: str = "") -> DollarPipeline:
     try:
-        pipe = DollarPipeline.from_pretrained(name)
+        pipe = DollarPipeline.from_pretrained(name, prediction_type=prediction_type or None)
     except ModelLoadError as err:
         raise SystemExit(f"error: {err}") from None
     if pipe.is_student:
@@ -222,7 +237,7 @@ def cache_key(pipe, cfg: DistillConfig) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(str(getattr(pipe.text_encoder.config, "_name_or_path", "")).encode())
-    h.update(f"{cfg.data or 'world'}|{cfg.num_clips}".encode())
+    h.update(f"{cfg.data or 'world'}|{cfg.num_clips}|{pipe.config.teacher_family}|{pipe.text_length}|{training_size(pipe, cfg)}".encode())
     return h.hexdigest()
 
 
@@ -232,17 +247,36 @@ def load_cache(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
 
 
-def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, grid: list[int], alphas, seed: int, device) -> np.ndarray:
+def training_size(pipe: DollarPipeline, cfg: DistillConfig) -> tuple[int, int, int]:
+    """(num_frames, height, width) of the training clips: the flags, else the teacher's default."""
+    h, w, f = pipe.default_size()
+    return cfg.num_frames or f, cfg.height or h, cfg.width or w
+
+
+def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, grid: list, schedule, seed: int, device) -> np.ndarray:
     """The student's videos (uint8 [N, T, H, W, 3]) for ``prompts`` at fixed seeds."""
     text = encode(prompts)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((len(prompts), *latent_shape), generator=g).to(device)
 
     def den(x, t):
-        return student_den(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), text)
+        return student_den(x, t, text)
 
-    latents = multistep_sample(den, x, grid, alphas, g)
+    latents = multistep_sample(den, x, grid, schedule, g)
     return postprocess_video(pipe.decode_latents(latents), "np")
+
+
+def student_input(denoise, grid: list, schedule: NoiseSchedule, shape, generator, device) -> tuple[torch.Tensor, int]:
+    """A random student step and the input the student sees there (fresh noise, earlier steps
+    simulated without gradients)."""
+    noise = torch.randn(shape, generator=generator).to(device)
+    step = int(torch.randint(0, len(grid), (1,), generator=generator))
+    return student_training_input(denoise, noise, grid, schedule, step, generator), step
+
+
+def scaled_policy(denoise, scales: dict):
+    """DDPO's policy mean at a recorded step: the step's scale times the student's x0_hat."""
+    return lambda x, t: scales[float(t[0])] * denoise(x, t)[0]
 
 
 def main(cfg: DistillConfig) -> dict:
@@ -254,8 +288,15 @@ def main(cfg: DistillConfig) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     set_seed(cfg.seed)
-    grid = student_grid(cfg)
-    pipe = load_teacher(cfg.teacher)
+    pipe = load_teacher(cfg.teacher, cfg.prediction_type)
+    num_frames, height, width = training_size(pipe, cfg)
+    try:
+        pipe.check_inputs("", 1, 1.0, num_frames, height, width, "np")
+    except ValueError as err:
+        raise SystemExit(f"error: {err} Pass --height, --width and --num_frames that fit the teacher.") from None
+    latent_shape = pipe.latent_shape(num_frames, height, width)
+    schedule = pipe.noise_schedule(latent_shape)
+    grid = student_grid(cfg, schedule)
     device = accelerator.device
     teacher = pipe.transformer.to(device).requires_grad_(False).eval()
     accelerator.print(f"attention backend: {set_attention_backend(teacher, cfg.attention_backend)}")
@@ -270,11 +311,12 @@ def main(cfg: DistillConfig) -> dict:
         student.load_state_dict(start_weights)
         ema_student.load_state_dict(start_weights)
         accelerator.print(f"student initialised from {cfg.init_student}")
-    alphas = pipe.scheduler.alphas_cumprod.float().to(device)
     pt = pipe.config.prediction_type
+    accelerator.print(f"teacher: {pipe.family.label}, {pt} on a {schedule.kind} schedule; student grid {grid}")
 
     # Real data, encoded once and cached (next to the output unless --cache_dir names a shared folder).
-    clips = VideoFolderDataset(cfg.data) if cfg.data else WorldVideoDataset(cfg.num_clips, seed=1_000_000)
+    size = dict(num_frames=num_frames, height=height, width=width)
+    clips = VideoFolderDataset(cfg.data, **size) if cfg.data else WorldVideoDataset(cfg.num_clips, seed=1_000_000, **size)
     prompts = [clips.captions(i, 1)[0] for i in range(len(clips))]
     cache_path = os.path.join(cfg.cache_dir or os.path.join(cfg.output_dir, "cache"), "data.safetensors")
     key = cache_key(pipe, cfg)
@@ -286,7 +328,7 @@ def main(cfg: DistillConfig) -> dict:
                 "delete it or pass a different --cache_dir."
             )
     else:
-        cache = encode_dataset(pipe.vae, pipe.tokenizer, pipe.text_encoder, clips, 1, progress=accelerator.is_main_process)
+        cache = encode_dataset(pipe.vae, pipe.encode_text, clips, 1, progress=accelerator.is_main_process)
         if accelerator.is_main_process:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
             save_file(cache, cache_path + ".tmp", metadata={"key": key})
@@ -306,20 +348,14 @@ def main(cfg: DistillConfig) -> dict:
     student, fake, reward_model, opt_g, opt_f, opt_r = accelerator.prepare(student, fake, reward_model, opt_g, opt_f, opt_r)
     accelerator.register_for_checkpointing(ema_student)
 
-    teacher_den = Denoiser(teacher, alphas, pt)
-    student_den = Denoiser(student, alphas, pt)
-    fake_den = Denoiser(fake, alphas, pt)
-    ema_den = Denoiser(ema_student, alphas, pt)
-    cd_grid = trailing_timesteps(50)
+    teacher_den, student_den, fake_den, ema_den = (pipe.make_denoiser(m, latent_shape) for m in (teacher, student, fake, ema_student))
+    cd_grid = schedule.grid(50)  # the teacher's 50-step grid; CD takes cd_skip steps on it
 
     # Validation and the collapse sentinel: held-out prompts at fixed seeds, real-clip statistics.
     val_prompts = validation_set(cfg, clips, prompts)
-    tok, enc = pipe.tokenizer, pipe.text_encoder
 
     def encode(texts):
-        from dollar.text import encode_prompts
-
-        return encode_prompts(tok, enc, texts).float().to(device)
+        return pipe.encode_text(texts).float().to(device)
 
     with torch.no_grad():
         real_frames = postprocess_video(pipe.decode_latents(latents[: max(cfg.validation_prompts, 8)].float().to(device)), "np")
@@ -332,18 +368,17 @@ def main(cfg: DistillConfig) -> dict:
     )
 
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
+    world_checker = not cfg.data and (num_frames, height, width) == (world.NUM_FRAMES, world.HEIGHT, world.WIDTH)
     it = 0
     if cfg.resume:
-        folder = cfg.resume
-        if cfg.resume == "latest":
-            found = sorted(os.listdir(ckpt_root)) if os.path.isdir(ckpt_root) else []
-            folder = os.path.join(ckpt_root, found[-1]) if found else ""
-        if folder:
-            accelerator.load_state(folder)
-            saved = json.load(open(os.path.join(folder, "iteration.json")))
+        try:  # 'latest' skips an incomplete checkpoint (a run killed while saving) with a warning
+            saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
+        except ValueError as err:
+            raise SystemExit(f"error: {err}") from None
+        if saved:
             it = saved["iteration"]
             sentinel.load_state_dict(saved.get("sentinel", {}))
-            accelerator.print(f"resumed from {folder} (iteration {it})")
+            accelerator.print(f"resumed at iteration {it}")
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), it)
     if trackers:
@@ -354,14 +389,14 @@ def main(cfg: DistillConfig) -> dict:
 
     def validate_now(iteration: int) -> dict:
         """Render, score, save, check. Returns the record fields (and the sentinel's reasons)."""
-        frames = render_student(student_den, pipe, encode, val_prompts, latents.shape[1:], grid, alphas, cfg.seed + 12345, device)
+        frames = render_student(student_den, pipe, encode, val_prompts, latents.shape[1:], grid, schedule, cfg.seed + 12345, device)
         out = {}
-        if not cfg.data:
+        if world_checker:
             acc = checker_accuracy(list(frames), val_prompts)
             out.update(val_colour=acc["colour"], val_motion=acc["motion"])
         if reward_fn is not None:
             out["val_reward"] = float(np.mean(reward_fn(frames, val_prompts)))
-        accuracy = None if cfg.data else (out["val_colour"] + out["val_motion"]) / 2
+        accuracy = (out["val_colour"] + out["val_motion"]) / 2 if world_checker else None
         reasons = sentinel.check(frames, accuracy, last_train_reward) if cfg.sentinel else []
         out.update(val_temporal=sentinel.history[-1]["temporal"] if cfg.sentinel else None, sentinel=reasons)
         if accelerator.is_main_process:
@@ -372,15 +407,15 @@ def main(cfg: DistillConfig) -> dict:
 
     def roll_back(reasons: list[str]) -> int | None:
         """Reload the newest checkpoint saved while healthy; returns its iteration (None: none)."""
-        found = sorted(os.listdir(ckpt_root)) if os.path.isdir(ckpt_root) else []
-        for name in reversed(found):
-            info = json.load(open(os.path.join(ckpt_root, name, "iteration.json")))
+        for folder, info in reversed(complete_checkpoints(ckpt_root, warn=True)):
             if info.get("healthy", True) and info["iteration"] < it:
                 current = [group["lr"] for group in opt_g.param_groups]  # already lowered by earlier rollbacks
-                accelerator.load_state(os.path.join(ckpt_root, name))
+                accelerator.load_state(folder)
                 for group, lr in zip(opt_g.param_groups, current):
                     group["lr"] = 0.5 * lr
-                accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. Rolled back to {name}, generator lr halved.")
+                accelerator.print(
+                    f"collapse sentinel: {'; '.join(reasons)}. Rolled back to {os.path.basename(folder)}, generator lr halved."
+                )
                 return info["iteration"]
         accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. No healthy checkpoint to roll back to; continuing.")
         return None
@@ -399,43 +434,23 @@ def main(cfg: DistillConfig) -> dict:
         text = text_states[idx].float().to(device)
         null = null_states.float().expand_as(text).to(device)
         x0_real = latents[idx].float().to(device)
-        noise = torch.randn(x0_real.shape, generator=g).to(device)
-        step = int(torch.randint(0, len(grid), (1,), generator=g))
-        t_step = torch.full((cfg.batch_size,), grid[step], dtype=torch.long, device=device)
-
-        def student_at(x, t):
-            return student_den(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), text)
-
-        x_in = student_training_input(student_at, noise, grid, alphas, step, g)
+        student_cond = student_den.conditioned(text)
+        x_in, step = student_input(student_cond, grid, schedule, x0_real.shape, g, device)
+        t_step = torch.full((cfg.batch_size,), grid[step], device=device)
         record = {"iteration": it + 1, "student_step": step}
 
         # 1. Generator: VSD + CD.
         x_gen = student_den(x_in, t_step, text)[0]
         loss_g = torch.zeros((), device=device)
         if cfg.vsd and cfg.vsd_weight > 0:
-            loss_vsd = vsd_loss(
-                x_gen,
-                lambda x, t: teacher_den.guided(x, t, text, null, cfg.real_guidance_w)[0],
-                lambda x, t: fake_den(x, t, text)[0],
-                alphas,
-                generator=g,
-            )
+            real = x0_only(teacher_den.conditioned(text, null, cfg.real_guidance_w))
+            loss_vsd = vsd_loss(x_gen, real, x0_only(fake_den.conditioned(text)), schedule, generator=g)
             loss_g = loss_g + cfg.vsd_weight * loss_vsd
             record["loss_vsd"] = loss_vsd.item()
         if cfg.cd and cfg.cd_weight > 0:
-
-            def teacher_int(x, t):
-                return teacher_den.guided(x, torch.full((x.shape[0],), t, dtype=torch.long, device=device), text, null, cfg.cd_guidance_w)
-
+            teacher_cd = teacher_den.conditioned(text, null, cfg.cd_guidance_w)
             loss_cd = consistency_loss(
-                lambda x, t: student_den(x, t, text)[0],
-                lambda x, t: ema_den(x, t, text)[0],
-                teacher_int,
-                x0_real,
-                alphas,
-                cd_grid,
-                m=cfg.cd_skip,
-                generator=g,
+                x0_only(student_cond), x0_only(ema_den.conditioned(text)), teacher_cd, x0_real, schedule, cd_grid, m=cfg.cd_skip, generator=g
             )
             loss_g = loss_g + cfg.cd_weight * loss_cd
             record["loss_cd"] = loss_cd.item()
@@ -449,11 +464,17 @@ def main(cfg: DistillConfig) -> dict:
                 p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP2 shards are DTensors
                 p_ema.lerp_(p.detach(), 1.0 - cfg.ema_decay)
 
-        # 2. Fake score on the student's samples.
+        # 2. Fake score on the student's samples: fresh samples (and prompts) for every update, as DMD2.
         x_fake_data = x_gen.detach()
         if cfg.vsd:
             for _ in range(cfg.fake_steps):
-                loss_f = fake_score_loss(fake, x_fake_data, text, alphas, generator=g)
+                fresh_idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
+                fresh_text = text_states[fresh_idx].float().to(device)
+                with torch.no_grad():
+                    fresh_cond = student_den.conditioned(fresh_text)
+                    x_fresh, fresh_step = student_input(fresh_cond, grid, schedule, x0_real.shape, g, device)
+                    fresh = fresh_cond(x_fresh, grid[fresh_step])[0]
+                loss_f = fake_score_loss(fake_den, fresh, fresh_text, generator=g)
                 opt_f.zero_grad(set_to_none=True)
                 accelerator.backward(loss_f)
                 accelerator.clip_grad_norm_(fake.parameters(), 1.0)
@@ -465,22 +486,13 @@ def main(cfg: DistillConfig) -> dict:
         if cfg.lrm and cfg.reward_weight > 0 and cfg.reward_method == "ddpo":
             # REINFORCE over the student's own steps: re-noising is the policy's Gaussian, the
             # last step explores around x0_hat with std ddpo_sigma; rewards on decoded pixels.
-            trajectory, scales = [], {}
             with torch.no_grad():
-                x = torch.randn(x0_real.shape, generator=g).to(device)
-                for k, t in enumerate(grid):
-                    tt = torch.full((cfg.batch_size,), t, dtype=torch.long, device=device)
-                    x0_hat = student_den(x, tt, text)[0]
-                    a_next = alphas[grid[k + 1]] if k + 1 < len(grid) else None
-                    scale, std = (a_next.sqrt().item(), (1 - a_next).sqrt().item()) if a_next is not None else (1.0, cfg.ddpo_sigma)
-                    x_next = scale * x0_hat + std * torch.randn(x.shape, generator=g).to(device)
-                    trajectory.append((x, tt, x_next, std))
-                    scales[t] = scale
-                    x = x_next
+                noise = torch.randn(x0_real.shape, generator=g).to(device)
+                trajectory, scales, x = ddpo_rollout(x0_only(student_cond), noise, grid, schedule, cfg.ddpo_sigma, g)
                 frames = postprocess_video(pipe.decode_latents(x), "np")
                 rewards = torch.as_tensor(reward_fn(frames, batch_prompts), dtype=torch.float32, device=device)
                 advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6) if cfg.batch_size > 1 else rewards * 0
-            loss_pg = ddpo_loss(lambda x, tt: scales[int(tt[0])] * student_den(x, tt, text)[0], trajectory, advantages)
+            loss_pg = ddpo_loss(scaled_policy(student_cond, scales), trajectory, advantages)
             opt_g.zero_grad(set_to_none=True)
             accelerator.backward(cfg.reward_weight * loss_pg)
             accelerator.clip_grad_norm_(student.parameters(), 1.0)
@@ -536,11 +548,8 @@ def main(cfg: DistillConfig) -> dict:
             healthy = True
             continue
         if it % cfg.checkpoint_every == 0 or it == cfg.max_iters:
-            folder = os.path.join(ckpt_root, f"iteration-{it:07d}")
-            accelerator.save_state(folder)
-            if accelerator.is_main_process:
-                info = {"iteration": it, "healthy": healthy, "sentinel": sentinel.state_dict()}
-                json.dump(info, open(os.path.join(folder, "iteration.json"), "w"))
+            info = {"iteration": it, "healthy": healthy, "sentinel": sentinel.state_dict()}
+            save_checkpoint(accelerator, os.path.join(ckpt_root, f"iteration-{it:07d}"), info)  # atomic: written aside, then renamed
     bar.close()
     accelerator.end_training()
 
@@ -555,6 +564,12 @@ def main(cfg: DistillConfig) -> dict:
             prediction_type=pt,
             student_timesteps=grid,
             default_guidance_scale=1.0,
+            teacher_family=pipe.config.teacher_family,
+            text_encoder_source=pipe.config.text_encoder_source,
+            max_sequence_length=pipe.config.max_sequence_length,
+            default_height=height,
+            default_width=width,
+            default_num_frames=num_frames,
         )
         out.save_pretrained(cfg.output_dir)
         if cfg.lrm and it > 0:
@@ -563,7 +578,14 @@ def main(cfg: DistillConfig) -> dict:
             stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
             json.dump({**asdict(cfg), **stats}, f, indent=2)
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
-    return {"iterations": it, "history": history, "rollbacks": rollbacks, "student": accelerator.unwrap_model(student)}
+    return {
+        "iterations": it,
+        "history": history,
+        "rollbacks": rollbacks,
+        "student": accelerator.unwrap_model(student),
+        "teacher": teacher,
+        "ema": ema_student,
+    }
 
 
 def peak_memory() -> dict:

@@ -5,7 +5,7 @@ conjugate-velocity loss on the 1000-step DDPM schedule and ~10% prompt dropout f
     accelerate launch train/train_teacher.py ...        # several GPUs; --mixed_precision bf16
 
 Reads top to bottom: encode the data once (VAE latents + MiniLM token states, cached as
-safetensors), build, loop, log, save. ``--resume`` continues from the last checkpoint. A stop at
+safetensors), build, loop, log, save. ``--resume latest`` continues from the newest complete checkpoint. A stop at
 ``--time_limit_minutes`` also writes the pipeline (EMA weights so far), and ``--export_only`` writes
 it from the last checkpoint of a run that was killed, so any checkpoint can be evaluated.
 """
@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import open_log, resume_step, save_checkpoint  # noqa: E402
+from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
 from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, DollarWanTransformer3DModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
 from dollar.schedule import DDIM_SCHEDULER_CONFIG, ddpm_alphas_cumprod  # noqa: E402
-from dollar.text import load_text_encoder  # noqa: E402
+from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
 
 
 @dataclass
@@ -56,7 +56,8 @@ class TeacherTrainConfig:
     default_guidance_scale: float = 4.5
     checkpoint_every: int = 100
     seed: int = 0
-    resume: bool = False
+    resume: str = ""  # "latest" (or "true"): the newest complete checkpoint; or a checkpoint folder
+    keep_checkpoints: int = 2
     time_limit_minutes: float = 0.0  # checkpoint and stop past this; 0 = no limit
     mixed_precision: str = "no"
     attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
@@ -78,7 +79,13 @@ def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Te
         clips, captions_per_clip = VideoFolderDataset(cfg.data), 1
     else:
         clips, captions_per_clip = WorldVideoDataset(cfg.num_clips, seed=0), cfg.captions_per_clip
-    cache = encode_dataset(vae, tokenizer, text_encoder, clips, captions_per_clip, progress=accelerator.is_main_process)
+    cache = encode_dataset(
+        vae,
+        lambda prompts: encode_prompts(tokenizer, text_encoder, prompts),
+        clips,
+        captions_per_clip,
+        progress=accelerator.is_main_process,
+    )
     if accelerator.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
         save_file(cache, path)
@@ -133,14 +140,17 @@ def main(cfg: TeacherTrainConfig) -> dict:
     accelerator.register_for_checkpointing(ema)
     alphas = ddpm_alphas_cumprod().float().to(accelerator.device)
 
-    ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
+    ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     step = 0
-    if cfg.resume or cfg.export_only:
-        step = resume_step(accelerator, ckpt_dir)
+    try:
+        saved = load_checkpoint(accelerator, "latest" if cfg.export_only and not cfg.resume else cfg.resume, ckpt_root)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    step = saved["step"] if saved else 0
     if cfg.export_only:
         if step == 0:
             raise SystemExit(
-                f"--export_only: no checkpoint in {ckpt_dir}; train first (checkpoints are written every --checkpoint_every steps)."
+                f"--export_only: no checkpoint in {ckpt_root}; train first (checkpoints are written every --checkpoint_every steps)."
             )
         save_pipeline(cfg, accelerator, transformer, ema, vae, step)
         return {"step": step, "losses": []}
@@ -173,9 +183,9 @@ def main(cfg: TeacherTrainConfig) -> dict:
         log.flush()
         out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-            save_checkpoint(accelerator, ckpt_dir, step)
+            save_checkpoint(accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step}, keep=cfg.keep_checkpoints)
         if out_of_time:
-            accelerator.print(f"time limit reached at step {step}; rerun with --resume to continue")
+            accelerator.print(f"time limit reached at step {step}; rerun with --resume latest to continue")
             save_pipeline(cfg, accelerator, transformer, ema, vae, step)
             return {"step": step, "losses": losses}
     bar.close()

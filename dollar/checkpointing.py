@@ -1,28 +1,151 @@
-"""Training bookkeeping shared by the trainers: accelerate checkpoints with their step, and
-JSONL logs that stay one row per step across resumes."""
+"""Training bookkeeping shared by the trainers: accelerate checkpoints written atomically, the
+newest complete one found again, and JSONL logs that stay one row per step across resumes.
+
+A checkpoint is written into ``<folder>.incomplete`` and renamed to ``<folder>`` only once every
+file is on disk, with ``checkpoint.json`` (the trainer's info and the size of every file)
+written last; so a run killed mid-save leaves either the previous checkpoints untouched or an
+``.incomplete`` folder that resuming skips with a warning, as it skips a folder whose files do
+not match its manifest (missing or truncated).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
+
+MANIFEST = "checkpoint.json"
+INCOMPLETE = ".incomplete"
+REPLACED = ".replaced"
 
 
-def resume_step(accelerator, ckpt_dir: str) -> int:
-    """Load the accelerate state in ``ckpt_dir`` and return its step (0 when there is none)."""
-    if not os.path.isdir(ckpt_dir):
-        return 0
-    accelerator.load_state(ckpt_dir)
-    with open(os.path.join(ckpt_dir, "step.json")) as f:
-        step = json.load(f)["step"]
-    accelerator.print(f"resumed from step {step}")
-    return step
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def save_checkpoint(accelerator, ckpt_dir: str, step: int) -> None:
-    accelerator.save_state(ckpt_dir)
+def _files(folder: str) -> dict[str, int]:
+    out = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = os.path.getsize(path)
+    return out
+
+
+def save_checkpoint(accelerator, folder: str, info: dict, keep: int | None = None) -> None:
+    """``accelerator.save_state`` into ``folder`` atomically, with ``info`` (JSON) beside it;
+    a ``folder`` that exists is replaced. ``keep``: afterwards keep only this many newest
+    complete checkpoints beside it. Every process calls it, as ``save_state`` wants."""
+    folder = os.path.abspath(folder)
+    root = os.path.dirname(folder)
+    staging = folder + INCOMPLETE
     if accelerator.is_main_process:
-        with open(os.path.join(ckpt_dir, "step.json"), "w") as f:
-            json.dump({"step": step}, f)
+        os.makedirs(root, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(staging)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        files = _files(staging)
+        for name in files:
+            _fsync(os.path.join(staging, name))
+        manifest = os.path.join(staging, MANIFEST)
+        with open(manifest, "w") as f:
+            json.dump({"info": info, "files": files}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.path.exists(folder):  # a re-save (distill after a rollback): the old one goes only after the new one is in place
+            os.replace(folder, folder + REPLACED)
+        os.replace(staging, folder)
+        _fsync(root)
+        shutil.rmtree(folder + REPLACED, ignore_errors=True)
+        if keep:
+            for old, _ in complete_checkpoints(root)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def checkpoint_problem(folder: str) -> str | None:
+    """Why ``folder`` is not a complete checkpoint (None when it is): a missing or unreadable
+    manifest, a missing file, or a file of another size than when it was written."""
+    if folder.endswith(INCOMPLETE):
+        return "it was being written when the run stopped"
+    try:
+        with open(os.path.join(folder, MANIFEST)) as f:
+            manifest = json.load(f)
+        files, _ = manifest["files"], manifest["info"]
+    except FileNotFoundError:
+        return f"it has no {MANIFEST} (written last, so the save never finished)"
+    except (ValueError, KeyError, TypeError):
+        return f"its {MANIFEST} is unreadable"
+    for name, size in files.items():
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            return f"{name} is missing"
+        if os.path.getsize(path) != size:
+            return f"{name} has {os.path.getsize(path)} bytes, {size} were written"
+    return None
+
+
+def checkpoint_info(folder: str) -> dict:
+    with open(os.path.join(folder, MANIFEST)) as f:
+        return json.load(f)["info"]
+
+
+def complete_checkpoints(root: str, warn: bool = False) -> list[tuple[str, dict]]:
+    """(folder, info) of every complete checkpoint in ``root``, oldest first (by name: the
+    trainers name them by zero-padded step). ``warn``: say which folders were skipped and why."""
+    if not os.path.isdir(root):
+        return []
+    names = sorted(n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n)))
+    found = []
+    for name in names:
+        folder = os.path.join(root, name)
+        if name.endswith(REPLACED):
+            # killed between the two renames of a re-save: the old copy stands in until the new one exists
+            if name[: -len(REPLACED)] in names:
+                continue
+        problem = checkpoint_problem(folder)
+        if problem:
+            if warn:
+                warnings.warn(f"skipping the checkpoint {folder}: {problem}", stacklevel=2)
+            continue
+        found.append((folder, checkpoint_info(folder)))
+    return found
+
+
+def latest_checkpoint(root: str) -> tuple[str, dict] | None:
+    """The newest complete checkpoint in ``root`` and its info (None when there is none),
+    warning about each incomplete one skipped."""
+    found = complete_checkpoints(root, warn=True)
+    return found[-1] if found else None
+
+
+def load_checkpoint(accelerator, resume: str, root: str) -> dict | None:
+    """Resolve ``--resume`` ('latest' or a checkpoint folder; 'true' means 'latest', '' and
+    'false' nothing), load it into ``accelerator``, return its info; None when there is nothing
+    to resume. A folder that is not a complete checkpoint raises ValueError with one sentence."""
+    if str(resume).lower() in ("", "false", "no", "0"):
+        return None
+    if str(resume).lower() in ("latest", "true", "yes", "1"):
+        found = latest_checkpoint(root)
+        if found is None:
+            return None
+        folder, info = found
+    else:
+        folder = resume
+        problem = checkpoint_problem(folder) if os.path.isdir(folder) else "it does not exist"
+        if problem:
+            raise ValueError(f"--resume {folder} is not a complete checkpoint ({problem}); use 'latest' or another checkpoint folder.")
+        info = checkpoint_info(folder)
+    accelerator.load_state(folder)
+    accelerator.print(f"resumed from {folder}")
+    return info
 
 
 def open_log(path: str, resumed_step: int):

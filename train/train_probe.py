@@ -2,6 +2,7 @@
 
     python train/train_probe.py --threads 2 --output_dir assets/probe   # ~25 minutes on 2 CPU threads
     python train/train_probe.py --clips 512 --steps 30 --output_dir /tmp/probe   # a smoke run
+    python train/train_probe.py ... --resume latest   # continue from the newest complete checkpoint
 
 Reads top to bottom: render the training clips (split "train": the 64 held-out colour-shape-
 motion combinations never appear), train, measure the probe on held-out clips (the 64 held-out
@@ -23,6 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
+from dollar.checkpointing import load_checkpoint, save_checkpoint  # noqa: E402
 from dollar.models.probe import AttributeProbe, attribute_accuracy, probe_loss, probe_targets  # noqa: E402
 
 DEFAULTS = dict(
@@ -39,6 +41,9 @@ DEFAULTS = dict(
     eval_pairs=128,  # two-object held-out scenes
     threads=1,
     log_every=25,
+    checkpoint_every=100,  # to <output_dir>/checkpoints/step-*, the newest keep_checkpoints kept
+    keep_checkpoints=2,
+    resume="",  # "latest": the newest complete checkpoint; or a checkpoint folder
 )
 
 
@@ -47,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in DEFAULTS.items():
         p.add_argument(f"--{key}", type=type(value), default=value)
     args = p.parse_args(argv)
-    for key in ("clips", "steps", "batch_size", "eval_seeds", "eval_pairs", "threads"):
+    for key in ("clips", "steps", "batch_size", "eval_seeds", "eval_pairs", "threads", "checkpoint_every", "keep_checkpoints"):
         if getattr(args, key) < 1:
             p.error(f"--{key} must be a positive integer, got {getattr(args, key)}")
     return args
@@ -86,7 +91,22 @@ def heldout_eval_sets(eval_seeds: int, eval_pairs: int):
     return (np.stack(singles), single_objs), (np.stack(pairs), pair_objs)
 
 
+class GeneratorState:
+    """A numpy Generator as accelerate checkpoints it (``state_dict`` / ``load_state_dict``)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def state_dict(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
 def main(argv=None) -> dict:
+    from accelerate import Accelerator
+
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -99,9 +119,16 @@ def main(argv=None) -> dict:
     targets = [probe_targets(s, probe) for s in scenes]
     opt = torch.optim.AdamW(probe.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     rng = np.random.default_rng(args.seed)
-    log = []
+    accelerator = Accelerator(cpu=True)
+    accelerator.register_for_checkpointing(probe, opt, GeneratorState(rng))  # with torch's and numpy's global RNG states
+    ckpt_root = os.path.join(args.output_dir, "checkpoints")
+    try:
+        saved = load_checkpoint(accelerator, args.resume, ckpt_root)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    first, log = (saved["step"] + 1, saved["log"]) if saved else (1, [])
     probe.train()
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         lr = args.learning_rate * min(step / args.warmup_steps, 0.5 * (1 + math.cos(math.pi * step / args.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
@@ -119,6 +146,10 @@ def main(argv=None) -> dict:
             row = {"step": step, "lr": lr, **{k: round(v.item(), 4) for k, v in losses.items()}}
             log.append(row)
             print(json.dumps(row), flush=True)
+        if step % args.checkpoint_every == 0 and step < args.steps:
+            save_checkpoint(
+                accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step, "log": log}, keep=args.keep_checkpoints
+            )
     train_seconds = time.perf_counter() - start
 
     probe.eval()

@@ -2,8 +2,8 @@
 
     python train/train_vae.py --output_dir assets/vae --max_steps 1500
 
-Reads top to bottom: build, loop, log, save. Resumes from ``<output_dir>/checkpoint`` when
-``--resume`` is given. The loss is L1 + MSE on pixels plus a small L2 pull on the latents.
+Reads top to bottom: build, loop, log, save. Resumes from the newest complete checkpoint in
+``<output_dir>/checkpoints`` with ``--resume latest``. The loss is L1 + MSE on pixels plus a small L2 pull on the latents.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import open_log, resume_step, save_checkpoint  # noqa: E402
+from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.evaluation import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
@@ -43,7 +43,8 @@ class VAETrainConfig:
     eval_videos: int = 32
     checkpoint_every: int = 100
     seed: int = 0
-    resume: bool = False
+    resume: str = ""  # "latest" (or "true"): the newest complete checkpoint; or a checkpoint folder
+    keep_checkpoints: int = 2
     time_limit_minutes: float = 0.0  # stop (after a checkpoint) when this is exceeded; 0 = none
     mixed_precision: str = "no"
     init_from: str = ""  # start from a saved VAE folder
@@ -75,7 +76,7 @@ def evaluate(vae, n: int) -> float:
 def main(cfg: VAETrainConfig) -> None:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
-    ckpt_dir = os.path.join(cfg.output_dir, "checkpoint")
+    ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     if cfg.init_from:
         vae = CausalVideoAutoencoder.from_pretrained(cfg.init_from)
     else:
@@ -95,8 +96,11 @@ def main(cfg: VAETrainConfig) -> None:
     dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=cfg.seed, two_object_fraction=cfg.two_object_fraction)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
     step = 0
-    if cfg.resume:
-        step = resume_step(accelerator, ckpt_dir)
+    try:
+        saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    step = saved["step"] if saved else 0
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
     start = time.time()
@@ -130,9 +134,9 @@ def main(cfg: VAETrainConfig) -> None:
         log.flush()
         out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-            save_checkpoint(accelerator, ckpt_dir, step)
+            save_checkpoint(accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step}, keep=cfg.keep_checkpoints)
         if out_of_time:
-            accelerator.print(f"time limit reached at step {step}; rerun with --resume to continue")
+            accelerator.print(f"time limit reached at step {step}; rerun with --resume latest to continue")
             return
     bar.close()
     vae = accelerator.unwrap_model(vae)

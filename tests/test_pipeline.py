@@ -136,3 +136,17 @@ def test_attention_backend_is_sdpa_on_cpu_and_leaves_outputs_unchanged(tiny_pipe
     before = _run(tiny_pipeline, num_inference_steps=2).frames
     assert set_attention_backend(tiny_pipeline.transformer) == "native"
     assert np.array_equal(_run(tiny_pipeline, num_inference_steps=2).frames, before)
+
+
+@pytest.mark.parametrize("name, steps", [("teacher", 50), ("teacher", 4), ("student-1", None), ("student-2", None), ("student-4", None)])
+def test_bundled_checkpoints_sample_what_they_sampled_when_docs_results_was_measured(name, steps):
+    """Latents of the bundled models at a fixed seed, recorded before the stock-teacher refactor
+    (commit 815a29d; bit-identical after it): every figure of docs/results.md rests on these."""
+    import os
+
+    reference = np.load(os.path.join(os.path.dirname(__file__), "data", "bundled_latents.npz"))[f"{name}-{steps}"]
+    pipe = DollarPipeline.from_pretrained(name)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red circle moving left", "a blue square growing"]
+    latents = pipe(prompts, num_inference_steps=steps, generator=torch.Generator().manual_seed(7), output_type="latent").frames
+    np.testing.assert_allclose(latents.numpy(), reference, rtol=0, atol=1e-4)

@@ -211,6 +211,10 @@ def test_init_student_starts_from_another_students_weights(tiny_teacher, tmp_pat
     regridded = DollarPipeline.from_pretrained(str(tmp_path / "regrid"))
     assert regridded.config.student_timesteps == [999]
     assert all(torch.equal(regridded.transformer.state_dict()[k], source[k]) for k in source)
+    # the re-gridded student records the recipe its weights came from, not only its own zero-iteration run
+    record = json.load(open(tmp_path / "regrid" / "distill_config.json"))
+    assert record["iterations_done"] == 0 and record["weights_from"]["init_student"] == str(four)
+    assert record["weights_from"]["distill_config"]["iterations_done"] == 2 and record["weights_from"]["distill_config"]["num_steps"] == 4
     with pytest.raises(SystemExit, match="max_iters 0 is allowed with --init_student"):
         _cfg(tiny_teacher, tmp_path / "zero", "--max_iters", "0")
     smaller = type(tiny_pipeline.transformer)(**{**tiny_pipeline.transformer.config, "num_layers": 2})
@@ -219,3 +223,10 @@ def test_init_student_starts_from_another_students_weights(tiny_teacher, tmp_pat
         distill.main(_cfg(tiny_teacher, tmp_path / "bad", "--init_student", str(tmp_path / "other")))
     with pytest.raises(SystemExit, match="init_student"):
         distill.main(_cfg(tiny_teacher, tmp_path / "bad", "--init_student", str(tmp_path / "nowhere")))
+
+
+def test_paper_config_holds_method_md_values():
+    """train/configs/paper.yaml is the paper's recipe (shared/METHOD.md), not the CPU-sized one."""
+    cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", "paper.yaml")])
+    assert (cfg.real_guidance_w, cfg.cd_guidance_w, cfg.cd_skip, cfg.fake_steps, cfg.num_steps) == (3.5, 7.5, 5, 5, 4)
+    assert (cfg.vsd_weight, cfg.cd_weight, cfg.reward_weight) == (1.0, 0.5, 1.0) and cfg.vsd and cfg.cd and cfg.lrm

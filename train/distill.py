@@ -66,7 +66,9 @@ from dollar.video import save_video  # noqa: E402
 @dataclass
 class DistillConfig:
     teacher: str = "teacher"  # bundled name, pipeline folder or hub id (ours, or a stock Wan / CogVideoX / LTX-Video folder)
-    prediction_type: str = ""  # override the teacher's prediction type read from its scheduler (epsilon, v_prediction, flow, conjugate_velocity)
+    prediction_type: str = (
+        ""  # override the teacher's prediction type read from its scheduler (epsilon, v_prediction, flow, conjugate_velocity)
+    )
     height: int = 0  # training clips' size; 0 = the teacher's default (64x64x17 for the bundled one)
     width: int = 0
     num_frames: int = 0
@@ -450,7 +452,14 @@ def main(cfg: DistillConfig) -> dict:
         if cfg.cd and cfg.cd_weight > 0:
             teacher_cd = teacher_den.conditioned(text, null, cfg.cd_guidance_w)
             loss_cd = consistency_loss(
-                x0_only(student_cond), x0_only(ema_den.conditioned(text)), teacher_cd, x0_real, schedule, cd_grid, m=cfg.cd_skip, generator=g
+                x0_only(student_cond),
+                x0_only(ema_den.conditioned(text)),
+                teacher_cd,
+                x0_real,
+                schedule,
+                cd_grid,
+                m=cfg.cd_skip,
+                generator=g,
             )
             loss_g = loss_g + cfg.cd_weight * loss_cd
             record["loss_cd"] = loss_cd.item()
@@ -576,7 +585,7 @@ def main(cfg: DistillConfig) -> dict:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
         with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
             stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
-            json.dump({**asdict(cfg), **stats}, f, indent=2)
+            json.dump({**asdict(cfg), **stats, **provenance(cfg)}, f, indent=2)
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
     return {
         "iterations": it,
@@ -586,6 +595,16 @@ def main(cfg: DistillConfig) -> dict:
         "teacher": teacher,
         "ema": ema_student,
     }
+
+
+def provenance(cfg: DistillConfig) -> dict:
+    """Where the weights came from when the run started from another student: that student's own
+    distill_config.json, so a re-gridded student records the recipe that trained it."""
+    if not cfg.init_student:
+        return {}
+    path = os.path.join(resolve_model(cfg.init_student), "distill_config.json")
+    recipe = json.load(open(path)) if os.path.exists(path) else None
+    return {"weights_from": {"init_student": cfg.init_student, "distill_config": recipe}}
 
 
 def peak_memory() -> dict:

@@ -141,6 +141,9 @@ def run_load(args: argparse.Namespace) -> dict:
     db = args.db or f"sqlite:///{os.path.join(work, 'votes.sqlite')}"
     port = free_port()
     argv = ["--data-dir", work, "--db", db, "--pool", pool_dir, "--host", "127.0.0.1", "--port", str(port), "--threads", str(args.threads)]
+    # All clients share 127.0.0.1: the per-address rater limits, check rounds and round floor are
+    # off, so this measures the vote path (benchmarks/arena_attack.py measures the limits).
+    argv += ["--min-view-s", "0", "--battles-per-minute", "0", "--votes-per-day", "0", "--check-rate", "0", "--round-floor-s", "0"]
     demo, launch_kwargs = app.create_app(argv)
     demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"

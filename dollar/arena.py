@@ -4,6 +4,13 @@ precomputed pool of battles that makes rounds instant for slow teachers.
 Build a pool (videos rendered ahead, named by content hash so no file name reveals a model):
 
     python -m dollar.arena build-pool --out data/pool --rounds 60
+
+Blind by construction: a battle's two videos are served as fresh copies under random names,
+each padded to the same size with random bytes (so no URL, name, hash or Content-Length repeats
+or depends on the model); every round answers after the same floor time whichever models it
+renders; a client (an address, whatever session it claims) never sees a pool battle twice, so
+the reveal after one vote names nothing it will be shown again. Some rounds are check battles:
+the teacher against a deliberately broken copy, with a known answer that flags careless raters.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -32,6 +40,11 @@ STUDENTS = ("student-1", "student-2", "student-4")
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2**32 - 1
 POOL_MANIFEST = "pool.jsonl"
+COMPARISON_COLUMNS = ("model", "steps", "NFE", "denoising (s)", "decoding (s)", "end to end (s)", "speedup vs teacher")
+BROKEN_MODEL = "broken copy (check)"
+SERVED_VIDEO_BYTES = 256 * 1024  # every served video is padded to this size (or the next multiple of it)
+DEFAULT_CHECK_RATE = 0.08
+DEFAULT_ROUND_FLOOR_S = 3.0
 
 
 class ArenaError(ValueError):
@@ -98,6 +111,8 @@ def available_models(extra: Sequence[str] = ()) -> list[ModelEntry]:
 
 
 def check_prompt(prompt: str | None) -> str:
+    if prompt is not None and not isinstance(prompt, str):
+        raise ArenaError(f"The prompt must be text, got {type(prompt).__name__}; type what the video should show.")
     prompt = (prompt or "").strip()
     if not prompt:
         raise ArenaError("The prompt is empty; type what the video should show, e.g. 'a red circle moving left on a black background'.")
@@ -241,7 +256,7 @@ def comparison_table(generations: Sequence[Generation], teacher_end_to_end_s: fl
                 "speedup vs teacher": round(teacher / t["end_to_end_s"], 1) if teacher else None,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 
 
 # --- pairing -----------------------------------------------------------------------------
@@ -296,10 +311,12 @@ class BattlePool:
     def __len__(self) -> int:
         return len(self.items)
 
-    def pick(self, pair_counts: dict[frozenset, int], seen: set[str], uses: dict[str, int], rng: random.Random) -> PoolItem | None:
-        """From the least-compared pair in the pool, an item this session has not seen, the
-        least-used first; None when the session has seen the whole pool."""
-        fresh = [it for it in self.items if it.id not in seen]
+    def pick(
+        self, pair_counts: dict[frozenset, int], seen: set[str], uses: dict[str, int], rng: random.Random, where=None
+    ) -> PoolItem | None:
+        """From the least-compared pair in the pool, an item not ``seen`` (by this client) and
+        matching ``where`` (when given), the least-used first; None when there is none."""
+        fresh = [it for it in self.items if it.id not in seen and (where is None or where(it))]
         if not fresh:
             return None
         fewest = min(pair_counts.get(frozenset(it.models), 0) for it in fresh)
@@ -346,12 +363,54 @@ def build_pool(out_dir: str, rounds: int, zoo: ModelZoo, prompts: Sequence[str] 
     return BattlePool(out_dir)
 
 
+# --- serving: what reaches the client -------------------------------------------------------
+
+
+def serve_copy(source: str, folder: str, size: int = SERVED_VIDEO_BYTES) -> str:
+    """A copy of the mp4 ``source`` under a random name in ``folder``, padded with an MP4
+    ``free`` box of random bytes (players skip it) to ``size`` bytes, or the next multiple of
+    ``size`` for a larger file: its name, content hash and length say nothing about the model,
+    and no two copies are alike."""
+    with open(source, "rb") as f:
+        data = f.read()
+    total = max(size, -(-(len(data) + 8) // size) * size)
+    pad = total - len(data)
+    path = os.path.join(folder, f"{uuid.uuid4().hex}.mp4")
+    with open(path, "wb") as f:
+        f.write(data + pad.to_bytes(4, "big") + b"free" + os.urandom(pad - 8))
+    return path
+
+
+def broken_copy(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A deliberately broken version of a video (frames shuffled, heavy noise): any attentive
+    rater prefers the original, which makes a check battle's answer known."""
+    noisy = frames[rng.permutation(len(frames))].astype(np.float32) + rng.normal(0.0, 80.0, frames.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def prune_files(folder: str, max_age_s: float, max_files: int) -> int:
+    """Delete files older than ``max_age_s`` and all but the newest ``max_files`` in ``folder``
+    (the app's video folders stay bounded); returns how many were deleted."""
+    try:
+        entries = sorted(((e.stat().st_mtime, e.path) for e in os.scandir(folder) if e.is_file()), reverse=True)
+    except FileNotFoundError:
+        return 0
+    cutoff = time.time() - max_age_s
+    doomed = [p for i, (mtime, p) in enumerate(entries) if i >= max_files or mtime < cutoff]
+    for path in doomed:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+    return len(doomed)
+
+
 # --- battles -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class BattleView:
-    """What the rater sees: no model names, no timings."""
+    """What the rater sees: no model names, no timings, videos under names used once."""
 
     battle_id: str
     prompt: str
@@ -360,9 +419,23 @@ class BattleView:
 
 
 class Arena:
-    """Blind battles: balanced pairing, random sides, identities kept in the store only."""
+    """Blind battles: balanced pairing, random sides, identities kept in the store only.
 
-    def __init__(self, store: VoteStore, zoo: ModelZoo, pool: BattlePool | None = None, prompts: Sequence[str] | None = None, seed=None):
+    ``round_floor_s``: every round is answered after a whole multiple of this (the first, unless
+    rendering takes longer), so timing does not tell which models are rendering; ``check_rate``:
+    the share of held-out rounds that are check battles."""
+
+    def __init__(
+        self,
+        store: VoteStore,
+        zoo: ModelZoo,
+        pool: BattlePool | None = None,
+        prompts: Sequence[str] | None = None,
+        seed=None,
+        round_floor_s: float = 0.0,
+        check_rate: float = 0.0,
+        served_dir: str | None = None,
+    ):
         from dollar import world
 
         self.store = store
@@ -371,39 +444,112 @@ class Arena:
         self.prompts = list(prompts) if prompts else [p.prompt for p in world.heldout_prompts(64)]
         self.rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        self.round_floor_s = round_floor_s
+        self.check_rate = check_rate
+        self.served_dir = served_dir or os.path.join(zoo.video_dir, "served")
+        os.makedirs(self.served_dir, exist_ok=True)
+        self.teacher = next((m.name for m in zoo.models.values() if m.is_teacher), None)
 
-    def new_battle(self, session_hash: str, user_prompt: str | None = None) -> BattleView:
+    def new_battle(self, session_hash: str, user_prompt: str | None = None, client_key: str | None = None) -> BattleView:
         """A battle on the user's prompt (stored, not counted on the board) or, when none is
-        given, on a held-out prompt: from the pool when it has one this session has not seen,
-        otherwise rendered now. A failed render voids the battle."""
-        user_prompt = (user_prompt or "").strip()
+        given, on a held-out prompt: from the pool when it has one this client has not seen,
+        otherwise rendered now; now and then a check battle. A failed render voids the battle."""
+        blank = user_prompt is None or (isinstance(user_prompt, str) and not user_prompt.strip())
+        user_prompt = "" if blank else check_prompt(user_prompt)
+        self.store.check_battle_rate(client_key)
+        start = time.monotonic()
+        try:
+            return self._new_battle(session_hash, user_prompt, client_key)
+        finally:
+            if self.round_floor_s > 0:  # the answer leaves at a multiple of the floor, whatever was rendered
+                elapsed = time.monotonic() - start
+                time.sleep(max(1, math.ceil(elapsed / self.round_floor_s)) * self.round_floor_s - elapsed)
+            prune_files(self.served_dir, max_age_s=600, max_files=400)
+            prune_files(self.zoo.video_dir, max_age_s=600, max_files=400)
+
+    def _new_battle(self, session_hash: str, user_prompt: str, client_key: str | None) -> BattleView:
         counts = self.store.pair_counts()
         with self._rng_lock:
+            check = not user_prompt and self.teacher is not None and self.rng.random() < self.check_rate
+            item = None
             if not user_prompt and self.pool is not None:
-                item = self.pool.pick(counts, self.store.pool_items_seen(session_hash), self.store.pool_item_uses(), self.rng)
-                if item is not None:
-                    a, b, swapped = assign_sides(item.models, self.rng)
-                    va, vb = (item.videos[1], item.videos[0]) if swapped else item.videos
-                    ha, hb = (item.hashes[1], item.hashes[0]) if swapped else item.hashes
-                    battle = self.store.create_battle(session_hash, item.prompt, "heldout", item.seed, a, b, swapped, pool_item=item.id)
-                    self.store.mark_shown(battle.id, ha, hb)
-                    return BattleView(battle.id, item.prompt, va, vb)
-            prompt = check_prompt(user_prompt) if user_prompt else self.rng.choice(self.prompts)
+                seen = self.store.pool_items_seen(session_hash, client_key)
+                wanted = (lambda it: self.teacher in it.models) if check else None
+                item = self.pool.pick(counts, seen, self.store.pool_item_uses(), self.rng, where=wanted)
+            if check:
+                return self._check_battle(session_hash, client_key, item)
+            if item is not None:
+                a, b, swapped = assign_sides(item.models, self.rng)
+                va, vb = (item.videos[1], item.videos[0]) if swapped else item.videos
+                ha, hb = (item.hashes[1], item.hashes[0]) if swapped else item.hashes
+                battle = self.store.create_battle(
+                    session_hash, item.prompt, "heldout", item.seed, a, b, swapped, pool_item=item.id, client_key=client_key
+                )
+                view = BattleView(battle.id, item.prompt, serve_copy(va, self.served_dir), serve_copy(vb, self.served_dir))
+                self.store.mark_shown(battle.id, ha, hb)
+                return view
+            prompt = user_prompt or self.rng.choice(self.prompts)
             a, b, swapped = assign_sides(choose_pair(self.zoo.names, counts, self.rng), self.rng)
             seed = self.rng.randrange(2**31)
-        battle = self.store.create_battle(session_hash, prompt, "user" if user_prompt else "heldout", seed, a, b, swapped)
+        battle = self.store.create_battle(
+            session_hash, prompt, "user" if user_prompt else "heldout", seed, a, b, swapped, client_key=client_key
+        )
         try:
             ga = self.zoo.generate(a, prompt, seed)
             gb = self.zoo.generate(b, prompt, seed)
+            view = BattleView(battle.id, prompt, serve_copy(ga.video_path, self.served_dir), serve_copy(gb.video_path, self.served_dir))
         except Exception as err:  # any failure: never leave a one-sided battle open
             self.store.void_battle(battle.id, f"{type(err).__name__}: {err}")
-            raise ArenaError(f"Rendering this battle failed ({type(err).__name__}); it was voided, press New round.") from err
+            raise ArenaError("Making the videos for this round failed; it was voided, press New round.") from err
         self.store.mark_shown(battle.id, ga.video_hash, gb.video_hash)
-        return BattleView(battle.id, prompt, ga.video_path, gb.video_path)
+        return view
 
-    def vote(self, battle_id: str, session_hash: str, answers: dict[str, str]) -> dict:
+    def _check_battle(self, session_hash: str, client_key: str | None, item: PoolItem | None) -> BattleView:
+        """The teacher's video against a broken copy of it, on a random side; from the pool (the
+        item then counts as seen by this client) or rendered now. Called under the rng lock."""
+        import imageio.v3 as iio
+
+        from dollar.video import save_video
+
+        teacher_first = self.rng.random() < 0.5
+        noise = np.random.default_rng(self.rng.randrange(2**63))
+        prompt, seed = (item.prompt, item.seed) if item is not None else (self.rng.choice(self.prompts), self.rng.randrange(2**31))
+        a, b = (self.teacher, BROKEN_MODEL) if teacher_first else (BROKEN_MODEL, self.teacher)
+        battle = self.store.create_battle(
+            session_hash,
+            prompt,
+            "heldout",
+            seed,
+            a,
+            b,
+            not teacher_first,
+            pool_item=item.id if item is not None else None,
+            client_key=client_key,
+            check_side="A" if teacher_first else "B",
+        )
+        try:
+            original = (
+                item.videos[item.models.index(self.teacher)]
+                if item is not None
+                else self.zoo.generate(self.teacher, prompt, seed).video_path
+            )
+            frames = np.asarray(iio.imread(original, plugin="FFMPEG", index=None))
+            broken = broken_copy(frames, noise)
+            broken_path = os.path.join(self.zoo.video_dir, f"{uuid.uuid4().hex}.mp4")
+            save_video(broken, broken_path)
+            served = (serve_copy(original, self.served_dir), serve_copy(broken_path, self.served_dir))
+            os.remove(broken_path)
+        except Exception as err:
+            self.store.void_battle(battle.id, f"{type(err).__name__}: {err}")
+            raise ArenaError("Making the videos for this round failed; it was voided, press New round.") from err
+        hashes = (video_hash(frames), video_hash(broken))
+        first, second = (0, 1) if teacher_first else (1, 0)
+        self.store.mark_shown(battle.id, hashes[first], hashes[second])
+        return BattleView(battle.id, prompt, served[first], served[second])
+
+    def vote(self, battle_id: str, session_hash: str, answers: dict[str, str], client_key: str | None = None) -> dict:
         """Store the vote; returns it, identities included (revealed only now)."""
-        return self.store.record_vote(battle_id, session_hash, answers)
+        return self.store.record_vote(battle_id, session_hash, answers, client_key)
 
     def skip(self, battle_id: str, session_hash: str) -> None:
         self.store.skip_battle(battle_id, session_hash)

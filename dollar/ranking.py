@@ -125,10 +125,16 @@ def ranks_from_intervals(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
 
 
 def board_votes(votes: pd.DataFrame) -> pd.DataFrame:
-    """The votes that count for the public board (held-out prompts, not users' own)."""
+    """The votes that count for the public board: held-out prompts (not users' own), no check
+    battles, and, where the table says so (``counted``, from the vote store), no flagged rater."""
     if len(votes) == 0:
         return votes
-    return votes[votes["counts_for_board"].astype(bool)]
+    keep = votes["counts_for_board"].astype(bool)
+    if "check_side" in votes:
+        keep &= votes["check_side"].isna()
+    if "counted" in votes:
+        keep &= votes["counted"].astype(bool)
+    return votes[keep]
 
 
 def leaderboard(

@@ -5,6 +5,9 @@ import json
 import os
 import random
 import socket
+import subprocess
+import sys
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -13,6 +16,7 @@ import sqlalchemy as sa
 
 from conftest import ROOT, requires_bundled_teacher
 from dollar.arena import (
+    SERVED_VIDEO_BYTES,
     Arena,
     ArenaError,
     BattlePool,
@@ -32,6 +36,9 @@ from dollar.votes import BattleRow, VoteError, VoteStore
 ANSWERS = dict(visual_quality="A", text_alignment="B", motion="tie", overall="both_bad")
 PROMPT = "a red circle moving left on a black background"
 FAST = [ModelEntry(f"teacher DDIM-{k}", "teacher", k, "baseline") for k in (1, 2, 4)]
+# The flow tests vote fast from one address: rater limits off, a short round floor, no check rounds.
+RELAXED = ["--min-view-s", "0", "--battles-per-minute", "0", "--votes-per-day", "0", "--check-rate", "0", "--round-floor-s", "0.1"]
+RELAXED += ["--min-raters", "1"]
 
 
 # --- input checks and pairing --------------------------------------------------------------
@@ -39,7 +46,13 @@ FAST = [ModelEntry(f"teacher DDIM-{k}", "teacher", k, "baseline") for k in (1, 2
 
 @pytest.mark.parametrize(
     "prompt, message",
-    [("", "prompt is empty"), ("   ", "prompt is empty"), (None, "prompt is empty"), ("x" * 10_000, "10000 characters; keep it under 500")],
+    [
+        ("", "prompt is empty"),
+        ("   ", "prompt is empty"),
+        (None, "prompt is empty"),
+        ("x" * 10_000, "10000 characters; keep it under 500"),
+        (["a", "b"], "must be text"),
+    ],
 )
 def test_bad_prompts_get_one_clear_sentence(prompt, message):
     with pytest.raises(ArenaError, match=message):
@@ -50,7 +63,7 @@ def test_good_prompts_are_kept():
     assert check_prompt(f"  {PROMPT} ") == PROMPT
 
 
-@pytest.mark.parametrize("seed", [-1, 2**32, 1e30, 1.5, float("nan"), "abc", None, True])
+@pytest.mark.parametrize("seed", [-1, 2**32, 1e30, 1.5, float("nan"), float("inf"), -float("inf"), "abc", None, True, [1]])
 def test_bad_seeds_are_refused(seed):
     with pytest.raises(ArenaError, match="whole number from 0 to 4294967295"):
         check_seed(seed)
@@ -122,6 +135,7 @@ def test_a_live_battle_is_blind_and_reveals_after_the_vote(tmp_path):
     assert all(os.path.exists(v) for v in (view.video_a, view.video_b))
     for path in (view.video_a, view.video_b):  # nothing in what the browser gets names a model
         assert "DDIM" not in path and "teacher" not in path
+        assert os.path.getsize(path) == SERVED_VIDEO_BYTES  # nor its size
     battle = store.get_battle(view.battle_id)
     assert battle.prompt == view.prompt and battle.prompt_origin == "heldout" and battle.counts_for_board
     assert battle.video_hash_a and battle.video_hash_b and battle.shown_at is not None
@@ -175,9 +189,16 @@ def test_pool_is_built_resumed_and_served_before_live_rendering(tmp_path):
     for view, battle in zip(views[:3], battles[:3]):
         item = next(it for it in arena.pool.items if it.id == battle.pool_item)
         shown = dict(zip((battle.model_a, battle.model_b), (view.video_a, view.video_b)))
-        assert shown == dict(zip(item.models, item.videos))  # the swap moved videos with their models
+        for model, source in zip(item.models, item.videos):  # the swap moved videos with their models
+            with open(source, "rb") as f, open(shown[model], "rb") as g:
+                assert g.read(os.path.getsize(source)) == f.read()
     assert arena.new_battle("s2").battle_id  # another session starts on the pool again
     assert store.get_battle(arena.new_battle("s2").battle_id).pool_item is not None
+    # ... but not another session from the same client address: it saw the whole pool already
+    seen_all = {b.pool_item for b in battles[:3]}
+    for i in range(3):
+        store.create_battle(f"old-{i}", "p", "heldout", 0, "a", "b", False, pool_item=sorted(seen_all)[i], client_key="addr-1")
+    assert store.get_battle(arena.new_battle("fresh-session", client_key="addr-1").battle_id).pool_item is None
     with pytest.raises(ArenaError, match="build-pool"):
         BattlePool(str(tmp_path / "nowhere"))
 
@@ -209,7 +230,7 @@ def served_app(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("app-data")
     port = _free_port()
-    demo, launch_kwargs = app.create_app(["--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port), "--threads", "2"])
+    demo, launch_kwargs = app.create_app(["--data-dir", str(data), "--port", str(port), "--threads", "2", *RELAXED])
     demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
     try:
         yield Client(f"http://127.0.0.1:{port}/", verbose=False), VoteStore(f"sqlite:///{data / 'votes.sqlite'}")
@@ -240,7 +261,7 @@ def test_app_generate_compare_and_bad_input(served_app):
     assert "10000 characters" in _app_error(client.predict, "x" * 10_000, 3, ["teacher DDIM-1"], api_name="/generate")
     assert "whole number" in _app_error(client.predict, PROMPT, -1, ["teacher DDIM-1"], api_name="/generate")
     assert "whole number" in _app_error(client.predict, PROMPT, 10**20, ["teacher DDIM-1"], api_name="/generate")
-    assert "not in the list of choices" in _app_error(client.predict, PROMPT, 3, ["student-9"], api_name="/generate")
+    assert "Unknown model 'student-9'" in _app_error(client.predict, PROMPT, 3, ["student-9"], api_name="/generate")
     assert "Select at least one model" in _app_error(client.predict, PROMPT, 3, [], api_name="/generate")
     out = client.predict(PROMPT, 4, ["teacher DDIM-1"], api_name="/generate")  # still serving
     assert len(out[-1]) == 1
@@ -261,11 +282,13 @@ def test_app_arena_five_votes_reach_the_leaderboard_and_exports(served_app):
     assert store.count_votes() == before + 5
 
     summary, table, *_ = client.predict("overall", api_name="/leaderboard")
-    assert summary.startswith(f"{before + 5} votes count for the board")
+    assert summary.startswith(f"{before + 5} votes from 1 raters count for the board")
     assert sum(r[table["headers"].index("votes")] for r in table["data"]) == 2 * (before + 5)
     csv_path, jsonl_path = client.predict(api_name="/export")
     with open(jsonl_path) as f:
-        assert [json.loads(line)["battle_id"] for line in f] == [v["battle_id"] for v in store.votes()]
+        rows = [json.loads(line) for line in f]
+    assert [r["overall"] for r in rows] == [v["overall"] for v in store.votes() if v["counts_for_board"]]
+    assert all("session_hash" not in r and "battle_id" not in r for r in rows)
     with open(csv_path) as f:
         assert len(f.readlines()) == before + 5 + 1
 
@@ -299,5 +322,182 @@ def test_app_arena_refuses_bad_votes_and_keeps_serving(served_app):
     assert "not counted" in prompt_md
     client.predict(own_id, "A", "A", "A", "A", api_name="/arena_vote")
     summary, *_ = client.predict("overall", api_name="/leaderboard")
-    assert "1 more on users' own prompts" in summary
-    assert "not in the list of choices" in _app_error(client.predict, "speed", api_name="/leaderboard")
+    assert "1 more are stored but not counted" in summary
+    assert "The criterion must be one of" in _app_error(client.predict, "speed", api_name="/leaderboard")
+
+
+# --- what a client may send and receive: refusals in one sentence, limits, blindness ---------
+
+
+def test_the_app_listens_on_loopback_unless_on_a_space_or_told(monkeypatch):
+    import app
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert app.build_parser().parse_args([]).host == "127.0.0.1"
+    assert app.build_parser().parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"
+    monkeypatch.setenv("SPACE_ID", "someone/dollar")
+    args = app.build_parser().parse_args([])
+    assert args.host == "0.0.0.0" and args.trust_proxy
+
+
+def test_old_video_files_and_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
+    import app
+    from dollar.arena import prune_files
+
+    for i in range(5):
+        (tmp_path / f"{i}.mp4").write_bytes(b"x")
+        os.utime(tmp_path / f"{i}.mp4", (1_000 + i, 1_000 + i) if i < 2 else None)
+    assert prune_files(str(tmp_path), max_age_s=3600, max_files=2) == 3  # two too old, one past the count
+    assert len(os.listdir(tmp_path)) == 2 and not {"0.mp4", "1.mp4"} & set(os.listdir(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = tmp_path / "dollar-app-999999999-abc"
+    alive = tmp_path / f"dollar-app-{os.getpid()}-abc"
+    dead.mkdir(), alive.mkdir()
+    folder = app._video_folder()
+    assert not dead.exists() and alive.exists() and os.path.isdir(folder)
+
+
+def test_a_read_only_data_folder_stops_the_app_with_one_sentence(tmp_path):
+    from test_votes import _read_only
+
+    empty = tmp_path / "ro"
+    empty.mkdir()
+    undo = _read_only(empty)
+    try:
+        out = subprocess.run([sys.executable, "app.py", "--data-dir", str(empty)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        undo()
+    assert out.returncode != 0
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: The vote store in {empty} could not open") and "writable" in lines[-1]
+    assert "Traceback" not in out.stderr and "[SQL" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def limited_app(tmp_path_factory):
+    """The app with its rater limits on (small, so that tests reach them) and an admin token."""
+    sys.path.insert(0, ROOT)
+    from gradio_client import Client
+
+    import app
+
+    data = tmp_path_factory.mktemp("limited-data")
+    port = _free_port()
+    os.environ["DOLLAR_ADMIN_TOKEN"] = "s3cret-token"
+    try:
+        argv = ["--data-dir", str(data), "--port", str(port), "--threads", "2", "--min-view-s", "1.5", "--battles-per-minute", "4"]
+        argv += ["--votes-per-day", "2", "--check-rate", "0", "--round-floor-s", "0.1", "--min-raters", "2"]
+        demo, launch_kwargs = app.create_app(argv)
+    finally:
+        del os.environ["DOLLAR_ADMIN_TOKEN"]
+    demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False), VoteStore(f"sqlite:///{data / 'votes.sqlite'}"), port
+    finally:
+        demo.close()
+
+
+def _one_sentence(message: str) -> str:
+    assert "\n" not in message and "Traceback" not in message and "Could not preprocess" not in message, message
+    assert "[SQL" not in message and "Value:" not in message and message.rstrip().endswith("."), message
+    return message
+
+
+def _http_call(port: int, api: str, body: str) -> tuple[str, str]:
+    """A raw HTTP call (JSON written by hand, so NaN and Infinity go through): (event, data)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/gradio_api/call/{api}"
+    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{url}/{event_id}", timeout=120) as r:
+        lines = r.read().decode().splitlines()
+    event = next(line.split(": ", 1)[1] for line in lines if line.startswith("event: "))
+    data = next(line.split(": ", 1)[1] for line in lines if line.startswith("data: "))
+    return event, data
+
+
+BAD_GENERATE = [
+    ((PROMPT, 1.5, ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, True, ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, "abc", ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, -1, ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, None, ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, [3], ["teacher DDIM-1"]), "whole number"),
+    ((PROMPT, 3, None), "models must be a list"),
+    ((PROMPT, 3, "teacher"), "models must be a list"),
+    ((PROMPT, 3, ["student-9"]), "Unknown model 'student-9'"),
+    ((PROMPT, 3, [7]), "Unknown model '7'"),
+    ((PROMPT, 3, []), "Select at least one model"),
+    (("", 3, ["teacher DDIM-1"]), "prompt is empty"),
+    (("x" * 10_000, 3, ["teacher DDIM-1"]), "10000 characters"),
+]
+
+
+@requires_bundled_teacher
+def test_every_bad_input_is_refused_in_one_sentence_through_the_api(limited_app):
+    client, store, port = limited_app
+    for args, message in BAD_GENERATE:
+        assert message in _one_sentence(_app_error(client.predict, *args, api_name="/generate")), args
+    for literal in ("NaN", "Infinity", "-Infinity", '"NaN"', '"1e999"', "1e999"):  # what gradio_client cannot send
+        event, data = _http_call(port, "generate", f'{{"data": ["{PROMPT}", {literal}, ["teacher DDIM-1"]]}}')
+        assert event == "error" and "whole number" in _one_sentence(json.loads(data)["error"]), (literal, data)
+    assert "'Motion' must be one of A, B, tie, both_bad" in _one_sentence(
+        _app_error(client.predict, "x", "A", "A", "C", "A", api_name="/arena_vote")
+    )
+    assert "battle id must be the text" in _one_sentence(_app_error(client.predict, None, "A", "A", "A", "A", api_name="/arena_vote"))
+    assert "does not exist" in _one_sentence(_app_error(client.predict, "x" * 10_000, "A", "A", "A", "A", api_name="/arena_vote"))
+    assert "criterion must be one of" in _one_sentence(_app_error(client.predict, "speed", api_name="/leaderboard"))
+    assert "Wrong admin token" in _one_sentence(_app_error(client.predict, "guess", api_name="/export_all"))
+    assert "Wrong admin token" in _one_sentence(_app_error(client.predict, None, api_name="/export_all"))
+    assert "characters; keep it under" in _one_sentence(_app_error(client.predict, "x" * 10_000, api_name="/arena_new"))
+    assert store.count_votes() == 0
+
+
+@requires_bundled_teacher
+def test_rater_limits_through_the_api(limited_app):
+    client, store, _ = limited_app
+    battle_id, prompt_md, video_a, video_b, *_ = client.predict("", api_name="/arena_new")
+    assert os.path.getsize(video_a) == os.path.getsize(video_b) == SERVED_VIDEO_BYTES
+    answers = ("A", "B", "tie", "A")
+    assert "Watch both videos first" in _one_sentence(_app_error(client.predict, battle_id, *answers, api_name="/arena_vote"))
+    time.sleep(1.5)
+    assert "vote stored" in client.predict(battle_id, *answers, api_name="/arena_vote")
+    summary, table, heat, bars = client.predict("overall", api_name="/leaderboard")
+    assert summary.startswith("1 votes from 1 independent rater so far; the board ranks the models once 2 raters have voted")
+    assert table["data"] == [] and table["headers"][:2] == ["rank", "model"]
+    assert heat["visible"] is False and heat["value"] is None and bars["visible"] is False  # a sentence, no empty axes
+
+    from gradio_client import Client
+
+    other = Client(client.src, verbose=False)  # a new session from the same address: the same rater
+    ids = [other.predict("", api_name="/arena_new")[0] for _ in range(2)]  # 4 rounds a minute: 1 + 2 so far, one left
+    ids.append(other.predict("", api_name="/arena_new")[0])
+    assert "served 4 rounds in the last minute" in _one_sentence(_app_error(other.predict, "", api_name="/arena_new"))
+    time.sleep(1.5)
+    assert "vote stored" in other.predict(ids[0], *answers, api_name="/arena_vote")
+    assert "cast 2 votes in the last 24 hours" in _one_sentence(_app_error(other.predict, ids[1], *answers, api_name="/arena_vote"))
+    assert store.count_votes() == 2
+
+
+@requires_bundled_teacher
+def test_public_and_admin_exports_through_the_api(limited_app, tmp_path):
+    import pandas as pd
+
+    from dollar.votes import PUBLIC_COLUMNS
+
+    client, store, _ = limited_app
+    battle = store.create_battle("private-session", "my secret prompt", "user", 0, "teacher", "teacher DDIM-1", False, client_key="k")
+    store.mark_shown(battle.id, "a", "b")
+    store.record_vote(battle.id, "private-session", dict(ANSWERS), client_key="k")
+    csv_path, jsonl_path = client.predict(api_name="/export")
+    public = pd.read_csv(csv_path)
+    assert list(public.columns) == list(PUBLIC_COLUMNS)
+    with open(jsonl_path) as f:
+        text = f.read()
+    assert "my secret prompt" not in text and "private-session" not in text and battle.id not in text
+    full_csv, _ = client.predict("s3cret-token", api_name="/export_all")
+    full = pd.read_csv(full_csv)
+    assert "my secret prompt" in set(full["prompt"]) and "private-session" in set(full["session_hash"])

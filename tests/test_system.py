@@ -28,7 +28,7 @@ def test_new_user_walk_in_a_real_browser(tmp_path):
     assert "speedup" in steps["comparison generated"]["timings"]
     assert steps["battles rated"]["battles"] == 5
     assert all("vote stored" in r for r in steps["battles rated"]["reveals"])
-    assert "5 votes count for the board" in steps["leaderboard"]["summary"]
+    assert "5 votes from 1 raters count for the board" in steps["leaderboard"]["summary"]
     assert report["submit_enabled_after_vote"] is False
     assert {"01_start.png", "02_generate_compare.png", "05_leaderboard.png", "06_bad_input.png"} <= set(report["screenshots"])
 

@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -12,7 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from conftest import load_benchmark, needs_system
-from dollar.votes import CRITERIA, HubMirror, VoteError, VoteRow, VoteStore, default_db_url
+from dollar.votes import (
+    PUBLIC_COLUMNS,
+    HubMirror,
+    RaterLimits,
+    StoreError,
+    VoteError,
+    VoteRow,
+    VoteStore,
+    default_db_url,
+)
 
 ANSWERS = dict(visual_quality="A", text_alignment="tie", motion="B", overall="both_bad")
 
@@ -53,8 +63,8 @@ def store(request, tmp_path):
     store.engine.dispose()
 
 
-def shown_battle(store, session="s1", origin="heldout", a="teacher", b="teacher DDIM-4", swapped=True):
-    battle = store.create_battle(session, "a red circle moving left", origin, 7, a, b, swapped)
+def shown_battle(store, session="s1", origin="heldout", a="teacher", b="teacher DDIM-4", swapped=True, client=None, check=None):
+    battle = store.create_battle(session, "a red circle moving left", origin, 7, a, b, swapped, client_key=client, check_side=check)
     return store.mark_shown(battle.id, "hash-a", "hash-b")
 
 
@@ -155,8 +165,8 @@ def test_vote_from_another_session_is_refused(store):
 @pytest.mark.parametrize(
     "answers, message",
     [
-        ({k: v for k, v in ANSWERS.items() if k != "motion"}, "missing: motion"),
-        (dict(ANSWERS, motion=None), "missing: motion"),
+        ({k: v for k, v in ANSWERS.items() if k != "motion"}, "missing: Motion"),
+        (dict(ANSWERS, motion=None), "missing: Motion"),
         (dict(ANSWERS, overall="C"), "must be one of"),
     ],
 )
@@ -175,8 +185,9 @@ def test_skipped_and_void_battles_take_no_vote(store):
     store.void_battle(void.id, "RuntimeError: out of memory")
     with pytest.raises(VoteError, match="skipped"):
         store.record_vote(skipped.id, "s1", ANSWERS)
-    with pytest.raises(VoteError, match="void.*out of memory"):
+    with pytest.raises(VoteError, match="void") as refused:
         store.record_vote(void.id, "s1", ANSWERS)
+    assert "out of memory" not in str(refused.value)  # the stored reason may name a model's files: it stays on the server
     assert store.count_votes() == 0
     assert store.battle_status_counts() == {"skipped": 1, "void": 1}
 
@@ -198,17 +209,142 @@ def test_user_prompts_are_stored_but_flagged_off_the_board(store):
         store.create_battle("s1", "p", "somewhere", 0, "a", "b", False)
 
 
-def test_exports_round_trip(store, tmp_path):
+def test_public_export_holds_counted_votes_only_and_no_private_field(store, tmp_path):
     for overall in ("A", "B", "tie"):
-        store.record_vote(shown_battle(store).id, "s1", dict(ANSWERS, overall=overall))
-    csv = pd.read_csv(store.export_csv(str(tmp_path / "v.csv")))
-    with open(store.export_jsonl(str(tmp_path / "v.jsonl"))) as f:
+        store.record_vote(shown_battle(store, client="k1").id, "s1", dict(ANSWERS, overall=overall))
+    own = shown_battle(store, origin="user", client="k1")
+    store.record_vote(own.id, "s1", ANSWERS)  # a user's own prompt: stored, never public
+    csv_path, jsonl_path = store.export_public(str(tmp_path))
+    csv = pd.read_csv(csv_path)
+    with open(jsonl_path) as f:
         rows = [json.loads(line) for line in f]
+    assert list(csv.columns) == list(PUBLIC_COLUMNS) and all(list(r) == list(PUBLIC_COLUMNS) for r in rows)
     assert list(csv["overall"]) == ["A", "B", "tie"] == [r["overall"] for r in rows]
-    assert set(CRITERIA) | {"battle_id", "session_hash", "seed", "swapped", "video_hash_a", "time_to_vote_s", "app_version"} <= set(
-        csv.columns
+    full_csv, full_jsonl = store.export_full(str(tmp_path))
+    full = pd.read_csv(full_csv)
+    assert len(full) == 4 and {"session_hash", "client_key", "battle_id", "seed", "time_to_vote_s", "rater_flagged", "counted"} <= set(
+        full.columns
     )
-    assert rows == store.votes()
+    assert list(full["counted"]) == [True, True, True, False]
+    assert os.path.dirname(full_csv) != os.path.dirname(csv_path)  # two exports never share a file
+
+
+def test_raters_failing_their_checks_are_kept_but_not_counted(store):
+    for rater, answer in (("careful", "B"), ("careless", "A")):
+        check = shown_battle(store, client=rater, a="broken copy (check)", b="teacher", check="B")
+        store.record_vote(check.id, "s1", dict(ANSWERS, overall=answer))
+        store.record_vote(shown_battle(store, client=rater).id, "s1", ANSWERS)
+    votes = store.votes_dataframe()
+    assert len(votes) == 4 and store.count_votes() == 4  # all kept
+    assert set(votes.loc[votes["rater_flagged"], "rater"]) == {"careless"}
+    board = store.board_votes()
+    assert list(board["rater"]) == ["careful"]  # check rounds never count; the careless rater's vote neither
+    assert store.pair_counts() == {frozenset(("teacher", "teacher DDIM-4")): 2}  # a check battle is not a pair of models
+    # passing later checks clears the flag (a failure rate under one half)
+    for _ in range(2):
+        check = shown_battle(store, client="careless", a="teacher", b="broken copy (check)", check="A")
+        store.record_vote(check.id, "s1", dict(ANSWERS, overall="A"))
+    assert set(store.board_votes()["rater"]) == {"careful", "careless"}
+
+
+def test_a_vote_counts_only_after_the_videos_had_time_to_play(tmp_path):
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.sqlite'}", limits=RaterLimits(min_view_s=0.6, battles_per_minute=0, votes_per_day=0))
+    battle = shown_battle(store)
+    with pytest.raises(VoteError, match=r"Watch both videos first: votes open 0.6 s after the round starts"):
+        store.record_vote(battle.id, "s1", ANSWERS)
+    assert store.get_battle(battle.id).status == "open"
+    time.sleep(0.7)
+    store.record_vote(battle.id, "s1", ANSWERS)
+    assert store.count_votes() == 1
+
+
+def test_limits_hold_per_client_whatever_session_it_claims(tmp_path):
+    store = VoteStore(f"sqlite:///{tmp_path / 'v.sqlite'}", limits=RaterLimits(min_view_s=0, battles_per_minute=3, votes_per_day=2))
+    key = store.rater_key("10.0.0.1")
+    assert key != store.rater_key("10.0.0.2") and "10.0.0.1" not in key
+    battles = []
+    for i in range(3):
+        store.check_battle_rate(key)
+        battles.append(shown_battle(store, session=f"s{i}", client=key))
+    with pytest.raises(VoteError, match="served 3 rounds in the last minute"):
+        store.check_battle_rate(key)
+    store.check_battle_rate(store.rater_key("10.0.0.2"))  # another address is not held back
+    store.record_vote(battles[0].id, "s0", ANSWERS, client_key=key)
+    store.record_vote(battles[1].id, "s1", ANSWERS, client_key=key)
+    with pytest.raises(VoteError, match="cast 2 votes in the last 24 hours"):
+        store.record_vote(battles[2].id, "s2", ANSWERS, client_key=key)
+    assert store.count_votes() == 2
+
+
+def test_a_store_from_before_the_rater_columns_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE battles (id VARCHAR(36) PRIMARY KEY, session_hash VARCHAR(128), created_at DATETIME, "
+            "shown_at DATETIME, expires_at DATETIME, prompt TEXT, prompt_origin VARCHAR(16), counts_for_board BOOLEAN, seed BIGINT, "
+            "model_a VARCHAR(256), model_b VARCHAR(256), swapped BOOLEAN, video_hash_a VARCHAR(64), video_hash_b VARCHAR(64), "
+            "pool_item VARCHAR(64), status VARCHAR(16), void_reason TEXT)"
+        )
+    engine.dispose()
+    store = VoteStore(f"sqlite:///{path}")
+    store.record_vote(shown_battle(store, client="k").id, "s1", ANSWERS, client_key="k")
+    assert store.votes()[0]["client_key"] == "k"
+
+
+def _read_only(path):
+    """Make ``path`` read-only even for root (chattr +i); undo with the returned function."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        return lambda: os.chmod(path, 0o755)
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    return lambda: subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_a_read_only_folder_is_one_sentence_naming_it(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    undo = _read_only(empty)
+    try:
+        with pytest.raises(StoreError) as refused:
+            VoteStore(f"sqlite:///{empty / 'votes.sqlite'}")
+    finally:
+        undo()
+    message = str(refused.value)
+    assert f"in {empty} could not" in message and "writable" in message and "DOLLAR_DATA_DIR" in message
+    assert "\n" not in message and "SQL" not in message and "Traceback" not in message
+
+
+def test_database_failures_mid_run_are_one_sentence_without_sql_or_hidden_fields(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    store = VoteStore(f"sqlite:///{folder / 'votes.sqlite'}")
+    battle = shown_battle(store, a="teacher", b="student-4")
+    store.engine.dispose()
+    files = [folder, *folder.iterdir()]
+    undo = [_read_only(f) for f in files]
+    try:
+        for call in (
+            lambda: store.create_battle("s1", "p", "heldout", 0, "secret-model-a", "secret-model-b", False),
+            lambda: store.record_vote(battle.id, "s1", ANSWERS),
+        ):
+            with pytest.raises(StoreError) as refused:
+                call()
+            message = str(refused.value)
+            assert message.startswith(f"The vote store in {folder} could not") and "writable" in message
+            for hidden in ("INSERT", "UPDATE", "secret-model", "student-4", "teacher", "[SQL", "\n"):
+                assert hidden not in message, message
+    finally:
+        for u in undo:
+            u()
+
+
+def test_an_unreachable_database_server_is_one_sentence_naming_the_url_without_password():
+    with pytest.raises(StoreError) as refused:
+        VoteStore("postgresql+psycopg://voter:hunter2@127.0.0.1:1/votes")
+    message = str(refused.value)
+    assert "postgresql+psycopg://voter:***@127.0.0.1:1/votes" in message and "hunter2" not in message and "DOLLAR_DB_URL" in message
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path):

@@ -53,7 +53,11 @@ class Denoiser(torch.nn.Module):
         """The network's own output (its prediction type) at the point (x_t, t), in float32."""
         t = self._timesteps(t, x_t)
         inp, timestep = model_input(x_t, t, self.schedule, self.prediction_type)
-        dtype = next(self.transformer.parameters()).dtype
+        dtype = (
+            self.transformer.dtype
+            if isinstance(getattr(type(self.transformer), "dtype", None), property)
+            else next(self.transformer.parameters()).dtype
+        )
         out = self.family.call_transformer(self.transformer, inp.to(dtype), timestep, encoder_hidden_states.to(dtype), self.vae_scale)
         return out.float()
 

@@ -21,6 +21,7 @@ default) and the JSONL log, and the collapse sentinel (dollar/sentinel.py) check
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib.util
@@ -41,10 +42,11 @@ from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
+from dollar.checker import checker_accuracy  # noqa: E402
 from dollar.checkpointing import complete_checkpoints, load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.denoiser import x0_only  # noqa: E402
-from dollar.evaluation import checker_accuracy  # noqa: E402
+from dollar.lora import AdapterState, AdapterView, active_adapter, add_adapters, merged_student, save_student_adapter, update_ema_adapter  # noqa: E402
 from dollar.losses import (  # noqa: E402
     consistency_loss,
     ddpo_loss,
@@ -117,6 +119,10 @@ class DistillConfig:
     mixed_precision: str = "no"
     attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
     gradient_checkpointing: bool = False
+    weight_dtype: str = "fp32"  # dtype of the frozen teacher, EMA target and LoRA base: fp32 | bf16 | fp16 (trainable weights stay fp32)
+    lora_rank: int = 0  # > 0: distil LoRA adapters (student, fake score, EMA) on one frozen base instead of full copies
+    lora_alpha: float = 0.0  # LoRA scale numerator; 0 = the rank
+    optimizer_8bit: bool = False  # bitsandbytes' 8-bit AdamW for the student and fake score (CUDA)
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
@@ -168,6 +174,10 @@ def validate(cfg: DistillConfig) -> None:
             raise SystemExit(f"error: --timesteps must be distinct and descending (noisiest first), e.g. 999,499; got {cfg.timesteps!r}.")
     elif not 1 <= cfg.num_steps <= 50:
         raise SystemExit(f"error: --num_steps must be between 1 and 50 (1, 2 or 4 are the paper's grids), got {cfg.num_steps}.")
+    if cfg.weight_dtype not in DTYPES:
+        raise SystemExit(f"error: --weight_dtype must be one of {', '.join(DTYPES)}, got {cfg.weight_dtype!r}.")
+    if cfg.lora_rank < 0:
+        raise SystemExit(f"error: --lora_rank must be 0 (full fine-tuning) or a positive rank, got {cfg.lora_rank}.")
     if cfg.prediction_type and cfg.prediction_type not in PREDICTION_TYPES:
         raise SystemExit(f"error: --prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {cfg.prediction_type!r}.")
     if min(cfg.height, cfg.width, cfg.num_frames) < 0:
@@ -268,6 +278,75 @@ def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, 
     return postprocess_video(pipe.decode_latents(latents), "np")
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def build_networks(cfg: DistillConfig, pipe: DollarPipeline, device):
+    """(teacher, student, fake score, EMA target, LoRA base or None), each on ``device``.
+
+    Full: the student and fake score are fp32 copies of the teacher (accelerate's mixed precision
+    autocasts them); the frozen teacher and the EMA target are in ``weight_dtype``. LoRA: one
+    frozen base in ``weight_dtype`` carries adapters student / fake / ema (dollar/lora.py).
+    """
+    base = pipe.transformer.to(device)
+    if cfg.lora_rank:
+        cast_frozen(base, DTYPES[cfg.weight_dtype]).requires_grad_(False)
+        add_adapters(base, cfg.lora_rank, cfg.lora_alpha or None)
+        if cfg.gradient_checkpointing:
+            base.enable_gradient_checkpointing()
+        views = [AdapterView(base, role) for role in (None, "student", "fake", "ema")]
+        views[1].train()
+        views[2].train()
+        return (*views, base)
+    student = copy.deepcopy(base).float().requires_grad_(True).train()
+    fake = copy.deepcopy(base).float().requires_grad_(True).train()
+    if cfg.gradient_checkpointing:
+        student.enable_gradient_checkpointing()
+        fake.enable_gradient_checkpointing()
+    ema = cast_frozen(copy.deepcopy(base), DTYPES[cfg.weight_dtype]).requires_grad_(False).eval()
+    teacher = cast_frozen(base, DTYPES[cfg.weight_dtype]).requires_grad_(False).eval()
+    return teacher, student, fake, ema, None
+
+
+def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` in ``dtype``, except the modules its class keeps in fp32 (diffusers' ``_keep_in_fp32_modules``)."""
+    if dtype == torch.float32:
+        return model.float()
+    model.to(dtype)
+    keep = getattr(model, "_keep_in_fp32_modules", None) or []
+    for name, module in model.named_modules():
+        if any(k in name.split(".") for k in keep):
+            module.float()
+    return model
+
+
+def optimizer_class(cfg: DistillConfig):
+    """AdamW, or bitsandbytes' 8-bit AdamW (CUDA) with --optimizer_8bit."""
+    if not cfg.optimizer_8bit:
+        return torch.optim.AdamW
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise SystemExit("error: --optimizer_8bit needs bitsandbytes on a CUDA machine (pip install bitsandbytes).") from None
+    return bitsandbytes.optim.AdamW8bit
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, student: torch.nn.Module, lora_base, decay: float) -> None:
+    """CD's target: an EMA of the student's weights (of its adapter, with LoRA)."""
+    if lora_base is not None:
+        return update_ema_adapter(lora_base, decay)
+    for p_ema, p in zip(ema.parameters(), student.parameters()):
+        p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP2 shards are DTensors
+        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
+
+
+def training_role(lora_base, role: str):
+    """With LoRA, backward runs with the trained adapter active (gradient checkpointing recomputes
+    the forward then); a no-op otherwise."""
+    return active_adapter(lora_base, role) if lora_base is not None else contextlib.nullcontext()
+
+
 def student_input(denoise, grid: list, schedule: NoiseSchedule, shape, generator, device) -> tuple[torch.Tensor, int]:
     """A random student step and the input the student sees there (fresh noise, earlier steps
     simulated without gradients)."""
@@ -300,16 +379,14 @@ def main(cfg: DistillConfig) -> dict:
     schedule = pipe.noise_schedule(latent_shape)
     grid = student_grid(cfg, schedule)
     device = accelerator.device
-    teacher = pipe.transformer.to(device).requires_grad_(False).eval()
-    accelerator.print(f"attention backend: {set_attention_backend(teacher, cfg.attention_backend)}")
-    student = copy.deepcopy(teacher).requires_grad_(True).train()
-    fake = copy.deepcopy(teacher).requires_grad_(True).train()
-    if cfg.gradient_checkpointing:
-        student.enable_gradient_checkpointing()
-        fake.enable_gradient_checkpointing()
-    ema_student = copy.deepcopy(teacher).requires_grad_(False).eval()
+    if cfg.lora_rank and accelerator.num_processes > 1:
+        raise SystemExit("error: LoRA distillation runs in one process for now; drop --lora_rank or launch a single process.")
+    accelerator.print(f"attention backend: {set_attention_backend(pipe.transformer, cfg.attention_backend)}")
+    teacher, student, fake, ema_student, lora_base = build_networks(cfg, pipe, device)
+    pipe.vae.to(device)
+    pipe.text_encoder.to(device, DTYPES[cfg.weight_dtype])
     if cfg.init_student:
-        start_weights = load_student_init(cfg.init_student, teacher)
+        start_weights = load_student_init(cfg.init_student, pipe.transformer)
         student.load_state_dict(start_weights)
         ema_student.load_state_dict(start_weights)
         accelerator.print(f"student initialised from {cfg.init_student}")
@@ -344,11 +421,16 @@ def main(cfg: DistillConfig) -> dict:
     )
     reward_fn = get_reward(cfg.reward) if cfg.lrm or cfg.validate_every else None
 
-    opt_g = torch.optim.AdamW(student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
-    opt_f = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
+    adamw = optimizer_class(cfg)
+    opt_g = adamw(student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
+    opt_f = adamw(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
     opt_r = torch.optim.AdamW(reward_model.parameters(), lr=cfg.lrm_lr)
-    student, fake, reward_model, opt_g, opt_f, opt_r = accelerator.prepare(student, fake, reward_model, opt_g, opt_f, opt_r)
-    accelerator.register_for_checkpointing(ema_student)
+    if lora_base is None:
+        student, fake, reward_model, opt_g, opt_f, opt_r = accelerator.prepare(student, fake, reward_model, opt_g, opt_f, opt_r)
+        accelerator.register_for_checkpointing(ema_student)
+    else:  # the adapters share one frozen base: only they are trained and checkpointed
+        reward_model, opt_g, opt_f, opt_r = accelerator.prepare(reward_model, opt_g, opt_f, opt_r)
+        accelerator.register_for_checkpointing(AdapterState(lora_base))
 
     teacher_den, student_den, fake_den, ema_den = (pipe.make_denoiser(m, latent_shape) for m in (teacher, student, fake, ema_student))
     cd_grid = schedule.grid(50)  # the teacher's 50-step grid; CD takes cd_skip steps on it
@@ -465,13 +547,11 @@ def main(cfg: DistillConfig) -> dict:
             record["loss_cd"] = loss_cd.item()
         if loss_g.requires_grad:
             opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(loss_g)
+            with training_role(lora_base, "student"):
+                accelerator.backward(loss_g)
             accelerator.clip_grad_norm_(student.parameters(), 1.0)
             opt_g.step()
-        with torch.no_grad():
-            for p_ema, p in zip(ema_student.parameters(), accelerator.unwrap_model(student).parameters()):
-                p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP2 shards are DTensors
-                p_ema.lerp_(p.detach(), 1.0 - cfg.ema_decay)
+        update_ema(ema_student, accelerator.unwrap_model(student), lora_base, cfg.ema_decay)
 
         # 2. Fake score on the student's samples: fresh samples (and prompts) for every update, as DMD2.
         x_fake_data = x_gen.detach()
@@ -485,7 +565,8 @@ def main(cfg: DistillConfig) -> dict:
                     fresh = fresh_cond(x_fresh, grid[fresh_step])[0]
                 loss_f = fake_score_loss(fake_den, fresh, fresh_text, generator=g)
                 opt_f.zero_grad(set_to_none=True)
-                accelerator.backward(loss_f)
+                with training_role(lora_base, "fake"):
+                    accelerator.backward(loss_f)
                 accelerator.clip_grad_norm_(fake.parameters(), 1.0)
                 opt_f.step()
             record["loss_fake"] = loss_f.item() if cfg.fake_steps else None
@@ -503,7 +584,8 @@ def main(cfg: DistillConfig) -> dict:
                 advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6) if cfg.batch_size > 1 else rewards * 0
             loss_pg = ddpo_loss(scaled_policy(student_cond, scales), trajectory, advantages)
             opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(cfg.reward_weight * loss_pg)
+            with training_role(lora_base, "student"):
+                accelerator.backward(cfg.reward_weight * loss_pg)
             accelerator.clip_grad_norm_(student.parameters(), 1.0)
             opt_g.step()
             last_train_reward = rewards.mean().item()
@@ -521,7 +603,8 @@ def main(cfg: DistillConfig) -> dict:
             x_gen = student_den(x_in, t_step, text)[0]
             loss_ft = reward_finetune_loss(reward_model, x_gen, text if cfg.lrm_text_conditioned else None)
             opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(cfg.reward_weight * loss_ft)
+            with training_role(lora_base, "student"):
+                accelerator.backward(cfg.reward_weight * loss_ft)
             accelerator.clip_grad_norm_(student.parameters(), 1.0)
             opt_g.step()
             opt_r.zero_grad(set_to_none=True)  # the reward model is not trained by L_FT
@@ -563,7 +646,11 @@ def main(cfg: DistillConfig) -> dict:
     accelerator.end_training()
 
     if accelerator.is_main_process:
-        final = copy.deepcopy(accelerator.unwrap_model(student)).eval()
+        if lora_base is not None:
+            final = merged_student(lora_base).to(torch.float32).eval()
+            save_student_adapter(lora_base, os.path.join(cfg.output_dir, "student_lora"))
+        else:
+            final = copy.deepcopy(accelerator.unwrap_model(student)).to(torch.float32).eval()
         out = DollarPipeline(
             transformer=final,
             vae=pipe.vae,
@@ -594,6 +681,7 @@ def main(cfg: DistillConfig) -> dict:
         "student": accelerator.unwrap_model(student),
         "teacher": teacher,
         "ema": ema_student,
+        "lora_base": lora_base,
     }
 
 

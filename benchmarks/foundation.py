@@ -20,12 +20,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar import DollarPipeline, world  # noqa: E402
+from dollar import world  # noqa: E402
+from dollar.checker import checker_accuracy  # noqa: E402
 from dollar.data import video_to_tensor  # noqa: E402
-from dollar.evaluate import DEFAULT_PROBE  # noqa: E402
-from dollar.evaluation import checker_accuracy, psnr  # noqa: E402
+from dollar.evaluate import DEFAULT_PROBE, checker_figures, render_seeds  # noqa: E402
+from dollar.metrics import psnr  # noqa: E402
+from dollar.model_specs import ModelSpec, load_pipeline  # noqa: E402
 from dollar.models.probe import AttributeProbe, attribute_accuracy  # noqa: E402
 from dollar.pipeline import postprocess_video  # noqa: E402
+from dollar.reports import percent_ci  # noqa: E402
 
 
 def vae_quality(pipe, n: int) -> dict:
@@ -71,28 +74,12 @@ def vae_quality(pipe, n: int) -> dict:
     }
 
 
-def heldout_accuracy(pipe, steps: int, guidance: float, seeds: int, batch: int = 16) -> dict:
-    prompts = world.heldout_prompts()
-    videos, objects = [], []
-    denoise = 0.0
-    for seed in range(seeds):
-        for start in range(0, len(prompts), batch):
-            chunk = prompts[start : start + batch]
-            gens = [torch.Generator().manual_seed(seed * 100_000 + start + i) for i in range(len(chunk))]
-            out = pipe([p.prompt for p in chunk], num_inference_steps=steps, guidance_scale=guidance, generator=gens)
-            denoise += out.timings["denoising_s"]
-            videos.extend(out.frames)
-            objects.extend(p.objects for p in chunk)
-    acc = checker_accuracy(videos, objects)
-    intervals = {f"{k}_wilson95": wilson_interval(acc[k], acc["n"]) for k in ("colour", "motion")}
-    return {"steps": steps, "guidance_scale": guidance, "seeds": seeds, "prompts": len(prompts), **acc, **intervals}
-
-
-def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion."""
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
-    return (centre - half, centre + half)
+def heldout_accuracy(pipe, steps: int, guidance: float, seeds: int) -> dict:
+    """The checker's accuracy on the 64 held-out prompts under evaluation seeds 0 .. seeds - 1."""
+    prompts = world.heldout_prompt_specs()
+    spec = ModelSpec(pipe.name_or_path, pipe.name_or_path, steps=steps, guidance=guidance)
+    videos = render_seeds(pipe, spec, prompts, range(seeds))
+    return {"steps": steps, "guidance_scale": guidance, "seeds": seeds, "prompts": len(prompts), **checker_figures(videos, prompts * seeds)}
 
 
 def end_to_end(pipe, runs: int, guidance: float) -> dict:
@@ -135,8 +122,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/foundation.json")
     args = parser.parse_args()
 
-    pipe = DollarPipeline.from_pretrained(args.model)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = load_pipeline(args.model)
     guidance = pipe.config.default_guidance_scale if args.guidance is None else args.guidance
     result = {
         "model": args.model,
@@ -155,11 +141,6 @@ def main() -> None:
     print(to_markdown(result))
 
 
-def _pct(h: dict, key: str) -> str:
-    lo, hi = h[f"{key}_wilson95"]
-    return f"{100 * h[key]:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
-
-
 def to_markdown(r: dict) -> str:
     lines = [
         f"Held-out prompts ({r['heldout'][0]['prompts']} unseen colour-shape-motion combinations, "
@@ -171,12 +152,12 @@ def to_markdown(r: dict) -> str:
     for h in r["heldout"]:
         name = "teacher DDIM + CFG" if h["steps"] == 50 else f"teacher DDIM-{h['steps']} + CFG"
         nfe = h["steps"] * (2 if h["guidance_scale"] > 1 else 1)
-        lines.append(f"| {name} | {h['steps']} | {h['guidance_scale']} | {nfe} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |")
+        lines.append(f"| {name} | {h['steps']} | {h['guidance_scale']} | {nfe} | {percent_ci(h, 'colour')} | {percent_ci(h, 'motion')} |")
     if r.get("guidance_sweep"):
         seeds = r["guidance_sweep"][0]["seeds"]
         lines += ["", f"Teacher, 50 DDIM steps, by guidance scale ({seeds} seed(s); diffusers convention, METHOD.md's w = scale - 1):", ""]
         lines += ["| guidance scale | colour acc. | motion acc. |", "|---|---|---|"]
-        lines += [f"| {h['guidance_scale']} | {_pct(h, 'colour')} | {_pct(h, 'motion')} |" for h in r["guidance_sweep"]]
+        lines += [f"| {h['guidance_scale']} | {percent_ci(h, 'colour')} | {percent_ci(h, 'motion')} |" for h in r["guidance_sweep"]]
     v, lat = r["vae"], r["latency_teacher_50"]
     lines += [
         "",

@@ -6,7 +6,7 @@ dynamic-degree reward, for quick model comparisons (one seed by default).
 ``heldout``: the 64 held-out prompts; ``train``: 64 training-distribution prompts (seeds 900000+),
 for choosing checkpoints without looking at the held-out set. Teachers run 50 DDIM steps with
 their default guidance, students their own steps. A short diagnostic, not a report: the full
-measurements are benchmarks/foundation.py and benchmarks/students.py.
+measurements are benchmarks/foundation.py and benchmarks/students.py, which render the same way.
 """
 
 from __future__ import annotations
@@ -18,50 +18,44 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar import DollarPipeline, world  # noqa: E402
-from dollar.evaluation import check_video  # noqa: E402
+from dollar import world  # noqa: E402
+from dollar.checker import check_video  # noqa: E402
+from dollar.evaluate import render_seeds  # noqa: E402
+from dollar.model_specs import ModelSpec, load_pipeline  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
 
 
-def prompts_for(split: str) -> list[tuple[str, tuple]]:
+def prompts_for(split: str) -> list[world.PromptSpec]:
     if split == "heldout":
-        return [(p.prompt, p.objects) for p in world.heldout_prompts()]
-    return [(cap, scene.objects) for cap, scene in (world.make_sample(900_000 + s, level=1, split="train")[1:] for s in range(64))]
+        return world.heldout_prompt_specs()
+    return world.sampled_prompt_specs(64, offset=900_000, level=1, split="train")
 
 
 def motion_by_kind(model: str, split: str, seeds: int = 1, steps: int | None = None) -> dict:
-    """Seed s, prompt i -> generator s * 100000 + i (as benchmarks/students.py). ``steps``: sample
-    with this many steps instead of the model's own (a 4-step student at 1 step, say)."""
-    pipe = DollarPipeline.from_pretrained(model)
-    pipe.set_progress_bar_config(disable=True)
-    kw = {"num_inference_steps": 50} if pipe.config.student_timesteps is None else {}
-    if steps:
-        kw = {"num_inference_steps": steps}
-    reward_fn = get_reward("motion")
-    hits, confusions = collections.defaultdict(lambda: [0, 0]), collections.Counter()
-    colour_ok, rewards = [], []
+    """Rendered as every evaluation (:func:`dollar.evaluate.render`). ``steps``: sample with this
+    many steps instead of the model's own (a 4-step student at 1 step, say)."""
+    pipe = load_pipeline(model)
+    steps = steps or (50 if pipe.config.student_timesteps is None else None)
     prompts = prompts_for(split)
-    for seed in range(seeds):
-        for start in range(0, len(prompts), 16):
-            chunk = prompts[start : start + 16]
-            gens = [torch.Generator().manual_seed(seed * 100_000 + start + i) for i in range(len(chunk))]
-            out = pipe([c for c, _ in chunk], generator=gens, **kw)
-            rewards.extend(reward_fn(np.stack(out.frames), [c for c, _ in chunk]).tolist())
-            for frames, (_, objects) in zip(out.frames, chunk):
-                for obj, verdict in zip(objects, check_video(frames, objects)):
-                    hits[obj.motion][0] += verdict.motion_ok
-                    hits[obj.motion][1] += 1
-                    colour_ok.append(verdict.colour_ok)
-                    confusions[f"{obj.motion} -> {verdict.motion}"] += 1
+    videos = render_seeds(pipe, ModelSpec(model, model, steps=steps), prompts, range(seeds))
+    every = prompts * seeds  # the prompt of each video
+    rewards = get_reward("motion")(videos, [p.prompt for p in every]).tolist()
+    hits, confusions = collections.defaultdict(lambda: [0, 0]), collections.Counter()
+    colour_ok = []
+    for frames, p in zip(videos, every):
+        for obj, verdict in zip(p.objects, check_video(frames, p.objects)):
+            hits[obj["motion"]][0] += verdict.motion_ok
+            hits[obj["motion"]][1] += 1
+            colour_ok.append(verdict.colour_ok)
+            confusions[f"{obj['motion']} -> {verdict.motion}"] += 1
     total = sum(h for h, _ in hits.values()) / sum(n for _, n in hits.values())
     return {
         "model": model,
         "split": split,
         "seeds": seeds,
-        "steps": steps or kw.get("num_inference_steps") or len(pipe.config.student_timesteps),
+        "steps": steps or len(pipe.config.student_timesteps),
         "motion": total,
         "colour": float(np.mean(colour_ok)),
         "motion_reward_mean": float(np.mean(rewards)),

@@ -5,7 +5,8 @@ dynamic-degree reward on the same videos; the denoising speedup of student-1 ove
 
     python benchmarks/students.py [--seeds 3] [--no_lrm runs/student-4-nolrm] [--out benchmarks/results/students.json]
 
-Writes JSON and a Markdown report beside it (and the README's section between its markers).
+Writes JSON and a Markdown report beside it, the students' model cards and (``--update_readme``) the
+README's section, through dollar/reports.py.
 """
 
 from __future__ import annotations
@@ -22,34 +23,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from foundation import _pct, wilson_interval  # noqa: E402
-
-from dollar import DollarPipeline, world  # noqa: E402
-from dollar.evaluation import checker_accuracy  # noqa: E402
+from dollar import world  # noqa: E402
+from dollar.evaluate import checker_figures, render_seeds  # noqa: E402
+from dollar.model_specs import ModelSpec, load_pipeline  # noqa: E402
 from dollar.pipeline import ASSETS_DIR  # noqa: E402
+from dollar.reports import percent_ci, write_readme_section, write_student_cards  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
 
 
-def render_heldout(pipe, steps, guidance, seeds: int, batch: int = 16) -> tuple[list[np.ndarray], list]:
-    """Videos for every held-out prompt and seed; seed s, prompt i -> generator s * 100000 + i."""
-    prompts = world.heldout_prompts()
-    videos, objects = [], []
-    for seed in range(seeds):
-        for start in range(0, len(prompts), batch):
-            chunk = prompts[start : start + batch]
-            gens = [torch.Generator().manual_seed(seed * 100_000 + start + i) for i in range(len(chunk))]
-            out = pipe([p.prompt for p in chunk], num_inference_steps=steps, guidance_scale=guidance, generator=gens)
-            videos.extend(out.frames)
-            objects.extend(p.objects for p in chunk)
-    return videos, objects
-
-
-def score(videos, objects, prompts) -> dict:
-    acc = checker_accuracy(videos, objects)
-    reward = get_reward("motion")(np.stack(videos), prompts)
+def score(pipe, steps, guidance, seeds: int) -> dict:
+    """Checker accuracy and motion reward of the held-out prompts under evaluation seeds 0 .. seeds - 1."""
+    prompts = world.heldout_prompt_specs()
+    videos = render_seeds(pipe, ModelSpec(pipe.name_or_path, pipe.name_or_path, steps, guidance), prompts, range(seeds))
+    reward = get_reward("motion")(videos, [p.prompt for p in prompts * seeds])
     return {
-        **acc,
-        **{f"{k}_wilson95": wilson_interval(acc[k], acc["n"]) for k in ("colour", "motion")},
+        **checker_figures(videos, prompts * seeds),
         "motion_reward_mean": float(np.mean(reward)),
         "motion_reward_sem": float(np.std(reward) / np.sqrt(len(reward))),
     }
@@ -82,13 +70,12 @@ def main() -> None:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     prompts = [p.prompt for p in world.heldout_prompts()]
 
-    teacher = DollarPipeline.from_pretrained(args.teacher)
-    teacher.set_progress_bar_config(disable=True)
+    teacher = load_pipeline(args.teacher)
     g = teacher.config.default_guidance_scale
     rows = {}
     for name, steps in (("teacher-50", 50), ("teacher DDIM-1", 1), ("teacher DDIM-2", 2), ("teacher DDIM-4", 4)):
         start = time.perf_counter()
-        rows[name] = {"steps": steps, "guidance_scale": g, **score(*render_heldout(teacher, steps, g, args.seeds), prompts)}
+        rows[name] = {"steps": steps, "guidance_scale": g, **score(teacher, steps, g, args.seeds)}
         print(
             name, {k: rows[name][k] for k in ("colour", "motion", "motion_reward_mean")}, f"{time.perf_counter() - start:.0f} s", flush=True
         )
@@ -99,12 +86,11 @@ def main() -> None:
         names.append(args.no_lrm)
     for spec in names:
         label_given, _, name = spec.rpartition("=")  # "label=path" names a row
-        pipe = DollarPipeline.from_pretrained(name)
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline(name)
         label = "student-4 without LRM" if name == args.no_lrm else (label_given or name)
         students[label] = pipe
         steps = len(pipe.config.student_timesteps)
-        rows[label] = {"steps": steps, "guidance_scale": 1.0, **score(*render_heldout(pipe, None, None, args.seeds), prompts)}
+        rows[label] = {"steps": steps, "guidance_scale": 1.0, **score(pipe, None, None, args.seeds)}
         print(label, {k: rows[label][k] for k in ("colour", "motion", "motion_reward_mean")}, flush=True)
 
     # Speed at 2 threads and at 1: a 1-step student is a single small forward pass, where waking a
@@ -171,91 +157,9 @@ def main() -> None:
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
         f.write(md)
     if args.update_readme:
-        update_readme(md)
-    write_cards(result)
+        write_readme_section("students", "Measured by `python benchmarks/students.py` (JSON: `benchmarks/results/students.json`):\n\n" + md)
+    write_student_cards(result)
     print(md)
-
-
-def write_cards(r: dict) -> None:
-    """assets/student-k/README.md: the recipe (its distill_config.json) and the measured rows."""
-    for k in (1, 2, 4):
-        name = f"student-{k}"
-        folder = os.path.join(ASSETS_DIR, name)
-        if name not in r["rows"] or not os.path.exists(os.path.join(folder, "distill_config.json")):
-            continue
-        c = json.load(open(os.path.join(folder, "distill_config.json")))
-        regrid = ""
-        if c.get("init_student") and c.get("iterations_done") == 0:  # another student's network on this grid
-            source = os.path.basename(c["init_student"].rstrip("/"))
-            regrid = (
-                f"This student was not trained on its own grid: it is the network of `{source}` (the run below) set to the "
-                f"{k}-step grid without further training (`train/configs/{name}.yaml`: `--init_student`, `--max_iters 0`), "
-                "because that scored higher than distilling at this step count directly (see the config's comment).\n\n"
-            )
-            c = json.load(open(os.path.join("docs", "training", f"{source}_config.json")))
-            log, config_file = f"docs/training/{source}_log.jsonl", f"docs/training/{source}_config.json"
-        else:
-            log, config_file = f"docs/training/{name}_log.jsonl", "distill_config.json"
-        terms = " + ".join(
-            t
-            for t, on in (
-                (f"{c['vsd_weight']} VSD", c["vsd"]),
-                (f"{c['cd_weight']} CD", c["cd"]),
-                (f"{c['reward_weight']} reward ({c['reward_method'].upper()}, `{c['reward']}`)", c["lrm"]),
-            )
-            if on
-        )
-        rows = [("teacher-50", r["rows"]["teacher-50"]), (f"teacher DDIM-{k}", r["rows"][f"teacher DDIM-{k}"]), (name, r["rows"][name])]
-        table = "\n".join(
-            f"| {n} | {row['steps']} | {_pct(row, 'colour')} | {_pct(row, 'motion')} | {row['motion_reward_mean']:.3f} |" for n, row in rows
-        )
-        speed = next(iter(r["speed"].values())).get(name)
-        speed_line = (
-            f"Denoising one video: {1000 * speed['denoising_s_median']:.1f} ms, {speed['speedup']:.0f}x faster than the 50-step teacher "
-            f"with CFG ({speed['nfe']} network evaluation(s) against 100), at {next(iter(r['speed'])).replace('_', ' ')}, measured in one run."
-            if speed
-            else ""
-        )
-        card = f"""---
-library_name: diffusers
-pipeline_tag: text-to-video
-tags: [dollar, text-to-video, distillation, few-step]
----
-# DOLLAR {k}-step student (embedded default)
-
-{regrid}Distilled from the bundled teacher (`assets/teacher`) with `train/distill.py` (`train/configs/{c["config"].split("/")[-1]}`;
-full configuration in `{config_file}`). Same architecture and VAE as the teacher; samples on the grid
-{c["timesteps"] or {1: "999", 2: "999, 499", 4: "999, 749, 499, 249"}[k]} with re-noising between steps and no guidance.
-
-- **Objective**: {terms}; real-score guidance w = {c["real_guidance_w"]}, CD teacher guidance w = {c["cd_guidance_w"]},
-  {c["cd_skip"]} teacher DDIM steps per CD target, {c["fake_steps"]} fake-score updates per generator step.
-- **Training**: {c["iterations_done"]} iterations, batch {c["batch_size"]}, AdamW (generator lr {c["generator_lr"]}, fake score
-  {c["fake_lr"]}, reward model {c["lrm_lr"]}), {c["rollbacks"]} sentinel rollback(s), {c["seconds"] / 60:.0f} minutes on 2 CPU cores.
-  Log: `{log}`.
-
-## Measured (`python benchmarks/students.py`)
-
-{r["prompts"]} held-out prompts x {r["seeds"]} seeds (the same for every row), analytic checker; motion reward = dynamic degree.
-
-| model | steps | colour accuracy | motion accuracy | motion reward |
-|---|---|---|---|---|
-{table}
-
-{speed_line}
-"""
-        with open(os.path.join(folder, "README.md"), "w") as f:
-            f.write(card)
-
-
-def update_readme(md: str) -> None:
-    """Replace the README's students section (between its markers) with this report."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
-    text = open(path).read()
-    start, end = "<!-- students:start -->", "<!-- students:end -->"
-    i, j = text.index(start) + len(start), text.index(end)
-    body = "Measured by `python benchmarks/students.py` (JSON: `benchmarks/results/students.json`):\n\n" + md.strip()
-    with open(path, "w") as f:
-        f.write(text[:i] + "\n" + body + "\n" + text[j:])
 
 
 def report(r: dict) -> str:
@@ -268,7 +172,7 @@ def report(r: dict) -> str:
     ]
     for name, row in r["rows"].items():
         lines.append(
-            f"| {name} | {row['steps']} | {row['guidance_scale']} | {_pct(row, 'colour')} | {_pct(row, 'motion')} | "
+            f"| {name} | {row['steps']} | {row['guidance_scale']} | {percent_ci(row, 'colour')} | {percent_ci(row, 'motion')} | "
             f"{row['motion_reward_mean']:.3f} ± {row['motion_reward_sem']:.3f} |"
         )
     lines += ["", "Denoising time per call (one video, or a batch of 8), median of 7 runs after a warm-up, all in one run:", ""]

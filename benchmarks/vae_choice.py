@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.data import WorldVideoDataset  # noqa: E402
-from dollar.evaluation import psnr  # noqa: E402
+from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder, ltx_video_vae_config  # noqa: E402
 
 

@@ -7,7 +7,7 @@ decoding and end-to-end seconds over ``--runs`` timed runs after ``--warmup`` un
 network evaluations, peak memory, and the speedup over the reference (the 50-step teacher):
 the ratio of medians and, because the models take turns round by round, the median of the
 per-round (paired) ratios, which a drifting machine does not bias.
-Writes JSON and a bar chart (PNG) beside it. Model specs as in ``python -m dollar.evaluate``.
+Writes JSON and a bar chart (PNG) beside it. Models are specs (:mod:`dollar.model_specs`), as in ``python -m dollar.evaluate``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
-from dollar.evaluate import load_pipeline, parse_model_spec
+from dollar.arg_types import nonnegative_int, positive_int
+from dollar.model_specs import load_pipeline, parse_model_spec
 
 PARTS = ("text_encoding_s", "denoising_s", "decoding_s", "end_to_end_s")
 
@@ -180,8 +181,6 @@ def plot(result: dict, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dollar.generate import nonnegative_int, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dollar.bench", description=__doc__.strip().splitlines()[0])
     p.add_argument("--models", nargs="+", default=["teacher", "teacher:steps=4"], help="model specs (see python -m dollar.evaluate --help)")
     p.add_argument(
@@ -215,11 +214,9 @@ def main(argv: list[str] | None = None) -> int:
             raise FileNotFoundError(f"The output folder of {args.out} does not exist; create it first.")
         specs = [parse_model_spec(m) for m in dict.fromkeys([args.reference, *args.models])]
         cache: dict = {}
-        for spec in specs:  # load all first: a bad name fails before any timing
-            load_pipeline(spec, cache)
-        for pipe, _ in cache.values():
-            pipe.to(device)
-            if args.compile:
+        pipes = {spec.model: load_pipeline(spec, cache, device) for spec in specs}  # all first: a bad name fails before any timing
+        if args.compile:
+            for pipe in pipes.values():
                 pipe.transformer.compile(dynamic=False)
         result = {
             "machine": {

@@ -1,26 +1,15 @@
-"""Quality measures: reconstruction PSNR, and the analytic world checker."""
+"""The analytic world checker: judges colour and motion of generated world videos from the pixels
+alone (a background model per row, an object mask, mean hue, centroid track and area change). No
+learned parts; shape is read by the attribute probe (:mod:`dollar.models.probe`)."""
 
 from __future__ import annotations
 
-import torch
+import colorsys
+from dataclasses import dataclass
 
+import numpy as np
 
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of two videos in [-1, 1] (peak-to-peak range 2)."""
-    mse = (x.float() - y.float()).pow(2).mean().item()
-    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(4.0 / mse)).item()
-
-
-# --- The analytic world checker -------------------------------------------------------
-# Judges colour and motion of generated world videos from the pixels alone: a background
-# model per row, an object mask, mean hue, centroid track and area change. No learned parts.
-
-import colorsys  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from dollar import world  # noqa: E402
+from dollar import world
 
 MASK_THRESHOLD = 40.0  # max-channel distance (0-255) from the background that marks an object
 WHITE_SATURATION = 0.3

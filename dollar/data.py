@@ -105,7 +105,7 @@ def encode_dataset(vae, encode_text, clips, captions_per_clip: int = 1, batch_si
     ``encode_text(prompts) -> [B, L, D]`` is the teacher's (e.g. ``DollarPipeline.encode_text``)."""
     from tqdm.auto import tqdm
 
-    from dollar.pipeline import latent_statistics
+    from dollar.models.video_vae import latent_statistics
 
     device = next(vae.parameters()).device
     mean, std = latent_statistics(vae)

@@ -5,7 +5,7 @@
 Each model renders every prompt once per seed. Figures (each with its mean and Student-t 95%
 interval over seeds):
 
-* semantic: colour and motion accuracy from the analytic checker (``dollar.evaluation``) and
+* semantic: colour and motion accuracy from the analytic checker (``dollar.checker``) and
   from the attribute probe; shape (probe only: the checker has no shape); composition on
   two-object prompts (every object's colour, motion and shape right);
 * quality: subject consistency (probe appearance features of the object, VBench formula),
@@ -16,9 +16,11 @@ interval over seeds):
   on pixels and on probe features (interval over prompts);
 * aggregate: quality, semantic and total scores (``AGGREGATE_WEIGHTS``).
 
-A model is a bundled name or folder with optional settings: ``teacher:steps=4``,
-``teacher:steps=4,scheduler=dpm++``, ``student-4``, ``teacher:guidance=1``; ``real`` scores the
-world's own clips (the ceiling).
+A model is a spec (:mod:`dollar.model_specs`): a bundled name or folder with optional settings,
+``teacher:steps=4``, ``teacher:steps=4,scheduler=dpm++``, ``student-4``, ``teacher:guidance=1``;
+``real`` scores the world's own clips (the ceiling). Prompts are the world's
+(:class:`dollar.world.PromptSpec`). :func:`render` is the one renderer of prompts under an
+evaluation seed: the benchmarks render through it too.
 """
 
 from __future__ import annotations
@@ -29,15 +31,19 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
 from dollar import metrics, world
+from dollar.arg_types import nonnegative_int, positive_int
+from dollar.checker import check_video, checker_accuracy, object_mask
+from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec
+from dollar.rewards import motion_reward, sharpness_reward
+from dollar.world import PromptSpec
 
 DEFAULT_PROBE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "probe")
-SCHEDULERS = ("ddim", "dpm++")
 REAL = "real"
 
 # VBench-style aggregate. Quality dimensions are in [0, 1]; dynamic degree and imaging quality
@@ -57,141 +63,12 @@ AGGREGATE_WEIGHTS = {
 }
 
 
-# --- what is evaluated ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A model and how to sample it; ``None`` settings take the pipeline's defaults."""
-
-    label: str
-    model: str
-    steps: int | None = None
-    guidance: float | None = None
-    scheduler: str = "ddim"
-
-
-def parse_model_spec(text: str) -> ModelSpec:
-    """``[label=]name[:steps=K,guidance=G,scheduler=ddim|dpm++]`` -> ModelSpec; the label
-    (default: the spec text) names the model in the results, e.g. ``CD-only 4=runs/cd-4``."""
-    label, eq, rest = text.partition("=")
-    if eq and ":" not in label and rest:
-        label, text = label.strip(), rest
-        if not label:
-            raise ValueError(f"Model spec '{label}={text}' has an empty label; write e.g. 'CD-only 4=runs/cd-4'.")
-    else:
-        label = text
-    name, _, options = text.partition(":") if "=" in text.partition(":")[2] else (text, "", "")
-    if not name:
-        raise ValueError(f"Model spec '{text}' names no model; write e.g. teacher:steps=4.")
-    kwargs: dict = {}
-    for item in filter(None, options.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            if key == "steps":
-                kwargs["steps"] = int(value)
-                if kwargs["steps"] < 1:
-                    raise ValueError
-            elif key == "guidance":
-                kwargs["guidance"] = float(value)
-                if kwargs["guidance"] < 0:
-                    raise ValueError
-            elif key == "scheduler":
-                if value not in SCHEDULERS:
-                    raise ValueError
-                kwargs["scheduler"] = value
-            else:
-                raise KeyError(key)
-        except (ValueError, KeyError):
-            raise ValueError(
-                f"Bad setting '{item}' in model spec '{text}'; use steps=<positive int>, guidance=<float >= 0>, scheduler=ddim|dpm++."
-            ) from None
-    return ModelSpec(label=label, model=name, **kwargs)
-
-
-@dataclass(frozen=True)
-class PromptSpec:
-    """A prompt and the objects it names (dicts of colour, shape, motion, speed, size; None =
-    not named), with the background when it names one."""
-
-    prompt: str
-    objects: tuple
-    background: str | None = None
-
-
-def heldout_prompt_specs(n: int = 64) -> list[PromptSpec]:
-    """The first ``n`` of the world's 64 held-out single-object prompts."""
-    if not 1 <= n <= 64:
-        raise ValueError(f"The world has 64 held-out prompts; ask for 1 to 64, got {n}.")
-    return [PromptSpec(p.prompt, tuple(asdict(o) for o in p.objects), p.background) for p in world.heldout_prompts(n)]
-
-
-def two_object_prompt_specs(n: int, offset: int = 500_000) -> list[PromptSpec]:
-    """``n`` two-object prompts from the world's evaluation split (any combination)."""
-    out = []
-    for i in range(n):
-        _, caption, scene = world.make_sample(offset + i, level=2, split="eval")
-        out.append(PromptSpec(caption, tuple(asdict(o) for o in scene.objects), scene.background))
-    return out
-
-
-def prompt_spec(text: str) -> PromptSpec:
-    """A free-text prompt, read with the world's parser."""
-    objects, background = world.parse_prompt(text)
-    return PromptSpec(text, tuple(objects), background)
-
-
-def as_prompt_specs(prompts) -> list[PromptSpec]:
-    out = []
-    for p in prompts:
-        if isinstance(p, PromptSpec):
-            out.append(p)
-        elif isinstance(p, world.HeldoutPrompt):
-            out.append(PromptSpec(p.prompt, tuple(asdict(o) for o in p.objects), p.background))
-        elif isinstance(p, str):
-            out.append(prompt_spec(p))
-        else:
-            raise ValueError(f"A prompt must be a string, a PromptSpec or a world.HeldoutPrompt, got {type(p).__name__}.")
-    return out
-
-
-def world_scene(spec: PromptSpec, seed: int) -> world.Scene:
-    """A world scene that fits the prompt; attributes it does not name are drawn from ``seed``."""
-    rng = np.random.default_rng([seed, 31337])
-    if not spec.objects:
-        return world.sample_scene(rng, level=1, split="eval")
-    choices = {"colour": world.COLOURS, "shape": world.SHAPES, "motion": world.MOTIONS, "speed": world.SPEEDS, "size": world.SIZES}
-    objects = tuple(world.ObjectSpec(**{k: o.get(k) or str(rng.choice(v)) for k, v in choices.items()}) for o in spec.objects)
-    return world.make_scene(objects, spec.background or str(rng.choice(world.BACKGROUNDS)), seed)
-
-
-def video_seed(seed: int, index: int) -> int:
-    """The generator seed of prompt ``index`` under evaluation seed ``seed`` (as benchmarks/foundation.py)."""
-    return seed * 100_000 + index
-
-
 # --- rendering ----------------------------------------------------------------------------
 
 
-def load_pipeline(spec: ModelSpec, cache: dict | None = None):
-    """The pipeline of ``spec`` with its scheduler set; pipelines are shared through ``cache``."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
-
-    from dollar.pipeline import DollarPipeline
-
-    cache = {} if cache is None else cache
-    if spec.model not in cache:
-        pipe = DollarPipeline.from_pretrained(spec.model)
-        pipe.set_progress_bar_config(disable=True)
-        cache[spec.model] = (pipe, pipe.scheduler)
-    pipe, original = cache[spec.model]
-    if spec.scheduler == "dpm++":
-        if pipe.is_student:
-            raise ValueError(f"'{spec.label}': a distilled student samples on its own grid; scheduler=dpm++ is for teachers.")
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(original.config, algorithm_type="dpmsolver++")
-    else:
-        pipe.scheduler = original if isinstance(original, DDIMScheduler) else DDIMScheduler.from_config(original.config)
-    return pipe
+def video_seed(seed: int, index: int) -> int:
+    """The generator seed of prompt ``index`` under evaluation seed ``seed``."""
+    return seed * 100_000 + index
 
 
 def render(pipe, spec: ModelSpec | None, prompts: list[PromptSpec], seed: int, batch_size: int = 16) -> tuple[np.ndarray, dict]:
@@ -199,7 +76,7 @@ def render(pipe, spec: ModelSpec | None, prompts: list[PromptSpec], seed: int, b
     ``pipe=None`` renders the world's own clips of the prompts."""
     timings = {"text_encoding_s": 0.0, "denoising_s": 0.0, "decoding_s": 0.0, "nfe_per_video": 0}
     if pipe is None:
-        return np.stack([world.render(world_scene(p, video_seed(seed, i))) for i, p in enumerate(prompts)]), timings
+        return np.stack([world.render(world.scene_for_prompt(p, video_seed(seed, i))) for i, p in enumerate(prompts)]), timings
     videos = []
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
@@ -218,14 +95,24 @@ def render(pipe, spec: ModelSpec | None, prompts: list[PromptSpec], seed: int, b
     return np.concatenate(videos), timings
 
 
+def render_seeds(pipe, spec: ModelSpec | None, prompts: list[PromptSpec], seeds, batch_size: int = 16) -> np.ndarray:
+    """Videos uint8 [len(seeds) * N, T, H, W, 3]: every prompt under each of ``seeds`` in turn."""
+    return np.concatenate([render(pipe, spec, prompts, seed, batch_size)[0] for seed in seeds])
+
+
 # --- scoring ------------------------------------------------------------------------------
+
+
+def checker_figures(videos, prompts: list[PromptSpec]) -> dict:
+    """The checker's colour and motion accuracy over ``videos`` of ``prompts`` (one per video),
+    each with its 95% Wilson interval."""
+    acc = checker_accuracy(videos, [p.objects for p in prompts])
+    return {**acc, **{f"{k}_wilson95": metrics.wilson_interval(acc[k], acc["n"]) for k in ("colour", "motion")}}
 
 
 def score_videos(videos: np.ndarray, prompts: list[PromptSpec], probe=None) -> dict[str, list]:
     """Per-video (and per-object) verdicts and measurements of one set of videos."""
-    from dollar.evaluation import check_video, object_mask
     from dollar.models.probe import SPEEDLESS_MOTIONS
-    from dollar.rewards import motion_reward, sharpness_reward
 
     masks = np.stack([object_mask(v) for v in videos])
     names = ("colour", "shape", "motion", "size", "speed")
@@ -373,7 +260,7 @@ def evaluate(
     """
     start = time.perf_counter()
     say = log or (lambda msg: None)
-    prompts = as_prompt_specs(prompts)
+    prompts = world.as_prompt_specs(prompts)
     if not prompts:
         raise ValueError("No prompts to evaluate; give at least one.")
     seeds = list(seeds)
@@ -403,7 +290,11 @@ def evaluate(
 
     say(f"rendering {reference_per_prompt} real reference clip(s) per prompt")
     ref_videos = np.stack(
-        [world.render(world_scene(p, 10**9 + r * 100_000 + i)) for r in range(reference_per_prompt) for i, p in enumerate(prompts)]
+        [
+            world.render(world.scene_for_prompt(p, 10**9 + r * 100_000 + i))
+            for r in range(reference_per_prompt)
+            for i, p in enumerate(prompts)
+        ]
     )
     reference = score_videos(ref_videos, prompts * reference_per_prompt, probe)
     result = {
@@ -487,8 +378,6 @@ def to_markdown(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dollar.generate import nonnegative_int, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dollar.evaluate", description=__doc__.strip().splitlines()[0])
     p.add_argument(
         "--models",
@@ -522,11 +411,11 @@ def main(argv: list[str] | None = None) -> int:
             if not os.path.isfile(args.prompt_file):
                 raise FileNotFoundError(f"The prompt file {args.prompt_file} does not exist; give a text file with one prompt per line.")
             with open(args.prompt_file) as f:
-                prompts = [prompt_spec(line.strip()) for line in f if line.strip()]
+                prompts = [world.prompt_spec(line.strip()) for line in f if line.strip()]
             if not prompts:
                 raise ValueError(f"The prompt file {args.prompt_file} has no prompts; write one prompt per line.")
         else:
-            prompts = heldout_prompt_specs(args.num_prompts) + two_object_prompt_specs(args.pairs)
+            prompts = world.heldout_prompt_specs(args.num_prompts) + world.two_object_prompt_specs(args.pairs)
         probe = None
         if args.probe != "none":
             if not os.path.exists(os.path.join(args.probe, "config.json")):

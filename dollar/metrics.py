@@ -4,12 +4,14 @@ Distribution: the Frechet distance between Gaussian fits of two feature sets (FI
 the Vendi score (diversity). Per-video quality in the spirit of VBench, adapted to the world's
 64x64 clips: subject and background consistency, temporal flicker, motion smoothness. Dynamic
 degree and imaging quality are the rewards of :mod:`dollar.rewards` (optical-flow magnitude,
-log Laplacian variance). Intervals: Student-t over independent repeats (seeds).
+log Laplacian variance). Intervals: Student-t over independent repeats (seeds), Wilson for a
+proportion of independent verdicts. Reconstruction: PSNR.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy import stats
 
 # --- summary statistics ---------------------------------------------------------------
@@ -32,6 +34,22 @@ def mean_interval(values, confidence: float = 0.95, bounds: tuple[float | None, 
     if bounds[1] is not None:
         high = min(high, bounds[1])
     return {"mean": mean, "low": low, "high": high, "n": int(len(x))}
+
+
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% (``z`` = 1.96) Wilson score interval of a proportion ``p`` of ``n`` verdicts."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return (centre - half, centre + half)
+
+
+# --- reconstruction ---------------------------------------------------------------------
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of two videos in [-1, 1] (peak-to-peak range 2)."""
+    mse = (x.float() - y.float()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10.0 * torch.log10(torch.tensor(4.0 / mse)).item()
 
 
 # --- distribution -----------------------------------------------------------------------

@@ -24,8 +24,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 import dollar.models.transformer  # noqa: F401  (diffusers loads the bundled classes only once they are imported)
-import dollar.models.video_vae  # noqa: F401
 from dollar.denoiser import Denoiser
+from dollar.models.video_vae import latent_statistics
 from dollar.sampling import ddim_sample, multistep_sample, scheduler_sample
 from dollar.schedule import PREDICTION_TYPES, NoiseSchedule
 from dollar.teachers import TeacherFamily, UnsupportedTeacherError, detect_family, get_family, scheduler_prediction_type
@@ -430,24 +430,6 @@ class DollarPipeline(DiffusionPipeline):
         frames = postprocess_video(video, output_type)
         self.maybe_free_model_hooks()
         return DollarPipelineOutput(frames=frames, timings=timings) if return_dict else (frames,)
-
-
-def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (mean, std) [1, C, 1, 1, 1] that bring a VAE's latents to unit scale, from
-    whichever form the VAE keeps them in: buffers (ours, LTX), config lists (Wan), or a
-    scaling factor (the image VAEs)."""
-    buffers = dict(vae.named_buffers(recurse=False))
-    if "latents_mean" in buffers:
-        mean, std = buffers["latents_mean"], buffers["latents_std"]
-    elif getattr(vae.config, "latents_mean", None) is not None:
-        mean, std = torch.tensor(vae.config.latents_mean), torch.tensor(vae.config.latents_std)
-    else:
-        channels = vae.config.latent_channels if "latent_channels" in vae.config else vae.config.z_dim
-        mean, std = torch.zeros(channels), torch.full((channels,), 1.0 / getattr(vae.config, "scaling_factor", 1.0))
-        return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
-    if "latents_mean" in buffers and "scaling_factor" in vae.config:
-        std = std / vae.config.scaling_factor  # LTX: z_normalised = (z - mean) * scaling_factor / std
-    return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
 
 
 def postprocess_video(video: torch.Tensor, output_type: str):

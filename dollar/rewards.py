@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from dollar.checker import check_video
+
 Reward = Callable[[np.ndarray, list[str]], np.ndarray]
 REWARDS: dict[str, Reward] = {}
 
@@ -50,8 +52,6 @@ def motion_reward(frames: np.ndarray, prompts: list[str] | None = None) -> np.nd
 def alignment_reward(frames: np.ndarray, prompts: list[str]) -> np.ndarray:
     """The world checker's verdict: mean of colour-correct and motion-correct over the objects
     the prompt names (0, 0.5 or 1 for one object). Not differentiable."""
-    from dollar.evaluation import check_video
-
     scores = []
     for clip, prompt in zip(frames, prompts):
         verdicts = check_video(clip, prompt)

@@ -20,6 +20,9 @@ import sys
 
 import torch
 
+from dollar.arg_types import nonnegative_int, positive_int
+from dollar.model_specs import load_pipeline, parse_model_spec
+
 VBENCH_SAMPLES = 5  # VBench samples five videos per prompt
 
 
@@ -101,11 +104,8 @@ def export(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dollar.evaluate import load_pipeline, parse_model_spec
-    from dollar.generate import nonnegative_int, positive_int
-
     p = argparse.ArgumentParser(prog="python -m dollar.vbench_export", description=__doc__.strip().splitlines()[0])
-    p.add_argument("--model", default="teacher", help="model spec (see python -m dollar.evaluate --help)")
+    p.add_argument("--model", default="teacher", help="model spec, [label=]model[:settings] (dollar.model_specs), e.g. teacher:steps=4")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--prompt-file", default=None, help="VBench_full_info.json or a text file (default: the installed vbench package's)")
     p.add_argument("--dimension", nargs="+", default=None, help="only the prompts of these VBench dimensions")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import colorsys
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -347,3 +347,68 @@ def parse_prompt(prompt: str) -> tuple[list[dict[str, str | None]], str | None]:
         if any(v is not None for v in attrs.values()):
             objects.append(attrs)
     return objects, background
+
+
+# --- prompts as an evaluation reads them ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A prompt and the objects it names (dicts of colour, shape, motion, speed, size; None =
+    not named), with the background when it names one."""
+
+    prompt: str
+    objects: tuple
+    background: str | None = None
+
+
+def heldout_prompt_specs(n: int = 64) -> list[PromptSpec]:
+    """The first ``n`` of the world's 64 held-out single-object prompts."""
+    if not 1 <= n <= 64:
+        raise ValueError(f"The world has 64 held-out prompts; ask for 1 to 64, got {n}.")
+    return [PromptSpec(p.prompt, tuple(asdict(o) for o in p.objects), p.background) for p in heldout_prompts(n)]
+
+
+def sampled_prompt_specs(n: int, offset: int, level: int, split: str) -> list[PromptSpec]:
+    """The captions of the world's samples ``offset`` .. ``offset + n - 1`` (:func:`make_sample`)."""
+    out = []
+    for i in range(n):
+        _, text, scene = make_sample(offset + i, level=level, split=split)
+        out.append(PromptSpec(text, tuple(asdict(o) for o in scene.objects), scene.background))
+    return out
+
+
+def two_object_prompt_specs(n: int, offset: int = 500_000) -> list[PromptSpec]:
+    """``n`` two-object prompts from the world's evaluation split (any combination)."""
+    return sampled_prompt_specs(n, offset, level=2, split="eval")
+
+
+def prompt_spec(text: str) -> PromptSpec:
+    """A free-text prompt, read with the world's parser."""
+    objects, background = parse_prompt(text)
+    return PromptSpec(text, tuple(objects), background)
+
+
+def as_prompt_specs(prompts) -> list[PromptSpec]:
+    """Strings, PromptSpecs or HeldoutPrompts -> PromptSpecs."""
+    out = []
+    for p in prompts:
+        if isinstance(p, PromptSpec):
+            out.append(p)
+        elif isinstance(p, HeldoutPrompt):
+            out.append(PromptSpec(p.prompt, tuple(asdict(o) for o in p.objects), p.background))
+        elif isinstance(p, str):
+            out.append(prompt_spec(p))
+        else:
+            raise ValueError(f"A prompt must be a string, a PromptSpec or a world.HeldoutPrompt, got {type(p).__name__}.")
+    return out
+
+
+def scene_for_prompt(spec: PromptSpec, seed: int) -> Scene:
+    """A world scene that fits the prompt; attributes it does not name are drawn from ``seed``."""
+    rng = np.random.default_rng([seed, 31337])
+    if not spec.objects:
+        return sample_scene(rng, level=1, split="eval")
+    choices = {"colour": COLOURS, "shape": SHAPES, "motion": MOTIONS, "speed": SPEEDS, "size": SIZES}
+    objects = tuple(ObjectSpec(**{k: o.get(k) or str(rng.choice(v)) for k, v in choices.items()}) for o in spec.objects)
+    return make_scene(objects, spec.background or str(rng.choice(BACKGROUNDS)), seed)

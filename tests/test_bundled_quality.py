@@ -11,8 +11,9 @@ import torch
 
 from conftest import ROOT, requires_bundled_teacher
 from dollar import DollarPipeline, world
+from dollar.checker import checker_accuracy
 from dollar.data import video_to_tensor
-from dollar.evaluation import checker_accuracy, psnr
+from dollar.metrics import psnr
 
 
 @pytest.mark.slow

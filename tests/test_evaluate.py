@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from dollar import world
-from dollar.evaluate import (
-    ModelSpec,
-    evaluate,
-    heldout_prompt_specs,
-    main,
-    parse_model_spec,
-    render,
-    score_videos,
-    two_object_prompt_specs,
-)
+from dollar.evaluate import evaluate, main, render, render_seeds, score_videos
+from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec
 from dollar.models.probe import AttributeProbe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +24,7 @@ requires_bundled_probe = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def real_set():
     """Real world clips of 32 held-out prompts and 8 two-object prompts, and those prompts."""
-    prompts = heldout_prompt_specs(32) + two_object_prompt_specs(8)
+    prompts = world.heldout_prompt_specs(32) + world.two_object_prompt_specs(8)
     videos, _ = render(None, None, prompts, seed=5)
     return videos, prompts
 
@@ -163,7 +155,7 @@ def _figures(section):
 def test_evaluate_reports_every_figure_with_an_interval(tiny_folder):
     torch.manual_seed(0)
     probe = AttributeProbe().eval()  # untrained: the report's shape, not its values, is tested here
-    prompts = heldout_prompt_specs(3) + two_object_prompt_specs(1)
+    prompts = world.heldout_prompt_specs(3) + world.two_object_prompt_specs(1)
     result = evaluate(
         ["real", f"{tiny_folder}:steps=2", f"{tiny_folder}:steps=3,scheduler=dpm++"], prompts, [0, 1], probe, reference_per_prompt=2
     )
@@ -182,7 +174,7 @@ def test_evaluate_reports_every_figure_with_an_interval(tiny_folder):
 
 
 def test_evaluate_is_reproducible_for_the_same_seeds(tiny_pipeline):
-    prompts = heldout_prompt_specs(2)
+    prompts = world.heldout_prompt_specs(2)
     a = evaluate({"tiny": tiny_pipeline}, prompts, [3], reference_per_prompt=1)
     b = evaluate({"tiny": tiny_pipeline}, prompts, [3], reference_per_prompt=1)
     assert a["models"]["tiny"]["quality"] == b["models"]["tiny"]["quality"]
@@ -213,6 +205,30 @@ def test_model_specs():
     for bad in ("teacher:steps=0", "teacher:steps=x", "teacher:scheduler=euler", "teacher:foo=1"):
         with pytest.raises(ValueError, match="Bad setting"):
             parse_model_spec(bad)
+
+
+def test_load_pipeline_shares_one_pipeline_and_sets_each_specs_scheduler(tiny_folder):
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    cache: dict = {}
+    dpm = load_pipeline(parse_model_spec(f"{tiny_folder}:steps=4,scheduler=dpm++"), cache)
+    assert isinstance(dpm.scheduler, DPMSolverMultistepScheduler)
+    ddim = load_pipeline(parse_model_spec(tiny_folder), cache)
+    assert ddim is dpm and isinstance(ddim.scheduler, DDIMScheduler)
+    load_pipeline(parse_model_spec(f"{tiny_folder}:scheduler=dpm++"), cache)
+    assert load_pipeline(tiny_folder, cache).scheduler is cache[tiny_folder][1]  # a plain name: the model's own scheduler
+    with pytest.raises(ValueError, match="Unknown model|not found|does not exist|no file|Can't"):
+        load_pipeline("no-such-model", cache)
+
+
+def test_render_seeds_generates_prompt_i_of_seed_s_from_s_times_100000_plus_i(tiny_pipeline):
+    """The seed rule every evaluation and benchmark shares."""
+    prompts = world.heldout_prompt_specs(3)
+    videos = render_seeds(tiny_pipeline, ModelSpec("tiny", "tiny", steps=2), prompts, [0, 2], batch_size=2)
+    assert videos.shape[0] == 6 and videos.dtype == np.uint8
+    # prompt 2 is alone in its batch of 2, so its call is the same as this one
+    alone = tiny_pipeline(prompts[2].prompt, num_inference_steps=2, generator=torch.Generator().manual_seed(200_002)).frames[0]
+    np.testing.assert_array_equal(videos[5], alone)
 
 
 # --- the command lines: bad input is one sentence and exit code 2 ---------------------------

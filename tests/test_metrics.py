@@ -4,7 +4,7 @@ import scipy.linalg
 from scipy import stats
 
 from dollar import metrics, world
-from dollar.evaluation import object_mask
+from dollar.checker import object_mask
 from dollar.rewards import get_reward
 
 
@@ -113,6 +113,15 @@ def test_mean_interval_matches_scipy_t_interval():
 
 def test_mean_interval_of_one_value_has_no_interval():
     assert metrics.mean_interval([0.5]) == {"mean": 0.5, "low": None, "high": None, "n": 1}
+
+
+@pytest.mark.parametrize("k, n", [(183, 192), (192, 192), (0, 64), (37, 64)])
+def test_wilson_interval_matches_scipy(k, n):
+    # scipy takes z from the normal quantile (1.95996...), the benchmarks' reports 1.96
+    expected = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+    low, high = metrics.wilson_interval(k / n, n)
+    assert low == pytest.approx(expected.low, abs=1e-4) and high == pytest.approx(expected.high, abs=1e-4)
+    assert low <= k / n + 1e-12 and k / n - 1e-12 <= high  # the interval holds the proportion (up to rounding)
 
 
 # --- per-video quality -----------------------------------------------------------------

@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, TEST_TRANSFORMER_CONFIG, TEST_VAE_CONFIG
 from dollar.data import WorldVideoDataset
-from dollar.evaluation import psnr
 from dollar.losses import conjugate_velocity_loss
+from dollar.metrics import psnr
 from dollar.models import CausalVideoAutoencoder
 from dollar.schedule import ddpm_alphas_cumprod
 

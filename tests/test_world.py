@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dollar import world
-from dollar.evaluation import check_video, checker_accuracy, classify_colour
+from dollar.checker import check_video, checker_accuracy, classify_colour
 
 
 def test_same_seed_same_clip_and_caption():

@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
 from dollar.checkpointing import load_checkpoint, save_checkpoint  # noqa: E402
 from dollar.models.probe import AttributeProbe, attribute_accuracy, probe_loss, probe_targets  # noqa: E402
+from dollar.reports import probe_card  # noqa: E402
 
 DEFAULTS = dict(
     output_dir="assets/probe",
@@ -174,69 +175,9 @@ def main(argv=None) -> dict:
     with open(os.path.join(args.output_dir, "train_log.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in log)
     with open(os.path.join(args.output_dir, "README.md"), "w") as f:
-        f.write(model_card(result, probe))
+        f.write(probe_card(result, probe))
     print(f"saved to {args.output_dir} ({time.perf_counter() - start:.0f} s in all)")
     return result
-
-
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}%"
-
-
-def model_card(result: dict, probe: AttributeProbe) -> str:
-    params = sum(p.numel() for p in probe.parameters())
-    rows = []
-    for key, label in (
-        ("heldout_single_object", "held-out prompts, one object"),
-        ("heldout_two_object", "held-out two-object scenes"),
-        ("shuffled_prompts_single_object", "one object, prompts shuffled (chance check)"),
-    ):
-        r = result[key]
-        cells = " | ".join(_pct(r[a]) for a in ("colour", "shape", "motion", "size", "speed", "composition"))
-        rows.append(f"| {label} | {r['n']} | {cells} |")
-    cfg = result["config"]
-    return f"""---
-library_name: diffusers
-tags: [evaluation, video-classification, dollar]
----
-
-# DOLLAR attribute probe
-
-A small 3-D conv classifier ({params:,} parameters, `dollar.models.probe.AttributeProbe`) that reads
-the colour, shape, motion, size and speed of each object in a 17x64x64 world video; the colour
-query binds attributes to objects in two-object scenes, and shape is read only from the
-queried object's silhouette (a colour gate trained on the world's object masks, an object-centred,
-size-normalised crop, then a small 2-D CNN; the shape head sees nothing else); the same masks give
-the object's track to the motion, size and speed heads.
-`dollar.evaluate` uses it for shape and composition accuracy, and its features for the Frechet distance ("FVD" of the world), feature
-diversity (Vendi) and subject consistency.
-
-Trained by `python train/train_probe.py` on {cfg["clips"]} ground-truth clips of the world's "train"
-split ({100 * cfg["two_object_fraction"]:.0f}% two-object), {cfg["steps"]} steps of batch {cfg["batch_size"]},
-{result["train_seconds"]:.0f} s on {result["threads"]} CPU thread(s).
-The 64 held-out colour-shape-motion combinations were never seen in training.
-
-## Measured accuracy (ground-truth clips never seen in training)
-
-| clips | n | colour | shape | motion | size | speed | all attributes |
-|---|---|---|---|---|---|---|---|
-{chr(10).join(rows)}
-
-Speed is scored only for translating and bouncing objects (it changes nothing in the others).
-Shuffled prompts pair each clip with another prompt's attributes; their accuracy shows where chance is.
-
-## Use
-
-```python
-from dollar.models.probe import AttributeProbe
-probe = AttributeProbe.from_pretrained("assets/probe").eval()
-features = probe.features(videos)                     # uint8 [B, 17, 64, 64, 3] -> [B, {probe.config.feature_dim}]
-reads = probe.read_objects(videos, [["red"], ...])    # per object: colour, shape, motion, size, speed
-```
-
-Limits: it knows only this world's vocabulary; on generated videos far from the world (noise,
-smears) its readings are unreliable, which the Frechet distance in its feature space then shows.
-"""
 
 
 if __name__ == "__main__":

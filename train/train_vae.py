@@ -25,7 +25,7 @@ from transformers import HfArgumentParser
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
-from dollar.evaluation import psnr  # noqa: E402
+from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 
 

@@ -1,6 +1,6 @@
 """The attribute probe: a small learned reader of world videos for evaluation.
 
-The analytic checker (``dollar.evaluation``) reads colour and motion but not shape. The probe
+The analytic checker (``dollar.checker``) reads colour and motion but not shape. The probe
 reads colour, shape, motion, size and speed, and gives the feature space that the Frechet
 distance ("FVD" of this world), feature diversity and subject consistency are measured in.
 

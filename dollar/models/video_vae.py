@@ -10,6 +10,8 @@ trains in minutes and decodes a clip in tens of milliseconds. It speaks diffuser
 Causality: the clip is front-padded with copies of its first frame to a multiple of 4 and every
 temporal convolution looks back only, so latent frame i depends on video frames up to 4i alone
 (the 4k+1 convention: the first latent frame is the first video frame).
+
+``latent_statistics`` reads the per-channel scale of the latents from this VAE or a stock one.
 """
 
 from __future__ import annotations
@@ -135,3 +137,21 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x).latent_dist.mode()).sample
+
+
+def latent_statistics(vae) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) [1, C, 1, 1, 1] that bring a VAE's latents to unit scale, from
+    whichever form the VAE keeps them in: buffers (ours, LTX), config lists (Wan), or a
+    scaling factor (the image VAEs)."""
+    buffers = dict(vae.named_buffers(recurse=False))
+    if "latents_mean" in buffers:
+        mean, std = buffers["latents_mean"], buffers["latents_std"]
+    elif getattr(vae.config, "latents_mean", None) is not None:
+        mean, std = torch.tensor(vae.config.latents_mean), torch.tensor(vae.config.latents_std)
+    else:
+        channels = vae.config.latent_channels if "latent_channels" in vae.config else vae.config.z_dim
+        mean, std = torch.zeros(channels), torch.full((channels,), 1.0 / getattr(vae.config, "scaling_factor", 1.0))
+        return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()
+    if "latents_mean" in buffers and "scaling_factor" in vae.config:
+        std = std / vae.config.scaling_factor  # LTX: z_normalised = (z - mean) * scaling_factor / std
+    return mean.view(1, -1, 1, 1, 1).float(), std.view(1, -1, 1, 1, 1).float()

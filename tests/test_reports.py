@@ -1,0 +1,20 @@
+import pytest
+
+from dollar import reports
+
+
+def test_percent_ci_formats_a_table_cell_and_prose():
+    row = {"motion": 0.953125, "motion_wilson95": (0.9133, 0.9751)}
+    assert reports.percent_ci(row, "motion") == "95.3% [91, 98]"
+    assert reports.percent_ci(row, "motion", prose=True) == "95.3% (95% CI 91-98)"
+
+
+def test_write_readme_section_replaces_only_its_section(tmp_path, monkeypatch):
+    (tmp_path / "README.md").write_text("# X\n<!-- a:start -->\nold\n<!-- a:end -->\n<!-- b:start -->\nkeep\n<!-- b:end -->\n")
+    monkeypatch.setattr(reports, "ROOT", str(tmp_path))
+    reports.write_readme_section("a", "\n| new | table |\n\n")
+    assert (
+        tmp_path / "README.md"
+    ).read_text() == "# X\n<!-- a:start -->\n| new | table |\n<!-- a:end -->\n<!-- b:start -->\nkeep\n<!-- b:end -->\n"
+    with pytest.raises(ValueError):
+        reports.write_readme_section("c", "no such section")

@@ -18,6 +18,10 @@ import glob
 import json
 import os
 import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dollar.reports import figure_cell  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -67,15 +71,6 @@ def load_evaluations() -> tuple[dict, dict]:
     return models, configs
 
 
-def fig(f: dict | None, pct: bool = False, digits: int = 3, ci: bool = True) -> str:
-    if not f or f.get("mean") is None:
-        return "n/a"
-    fmt = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
-    if ci and f.get("low") is not None:
-        return f"{fmt(f['mean'])} [{fmt(f['low'])}, {fmt(f['high'])}]"
-    return fmt(f["mean"])
-
-
 def compare(a: dict, b: dict) -> str:
     """'higher' / 'lower' when the 95% intervals are disjoint, else 'within noise'."""
     if a["low"] is None or b["low"] is None:
@@ -112,15 +107,15 @@ def table1(models: dict) -> list[str]:
             method,
             str(steps or ""),
             str(m["nfe_per_video"]),
-            fig(s["colour"], pct=True),
-            fig(s["motion"], pct=True),
-            fig(s["shape"], pct=True),
-            fig(s["composition"], pct=True),
-            fig(q["dynamic_degree"], digits=2),
-            fig(d["fvd_probe"], digits=1, ci=False),
-            fig(a["quality_score"], pct=True, ci=False),
-            fig(a["semantic_score"], pct=True, ci=False),
-            fig(a["total_score"], pct=True),
+            figure_cell(s["colour"], pct=True),
+            figure_cell(s["motion"], pct=True),
+            figure_cell(s["shape"], pct=True),
+            figure_cell(s["composition"], pct=True),
+            figure_cell(q["dynamic_degree"], digits=2),
+            figure_cell(d["fvd_probe"], digits=1, ci=False),
+            figure_cell(a["quality_score"], pct=True, ci=False),
+            figure_cell(a["semantic_score"], pct=True, ci=False),
+            figure_cell(a["total_score"], pct=True),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -152,7 +147,7 @@ def table2(models: dict) -> list[str]:
             continue
         d = m["distribution"]
         lines.append(
-            f"| {label} | {m['nfe_per_video']} | {fig(d['vendi_pixels'], digits=3)} | {fig(d['vendi_features'], digits=3)} | {fig(m['semantic']['motion'], pct=True, ci=False)} |"
+            f"| {label} | {m['nfe_per_video']} | {figure_cell(d['vendi_pixels'], digits=3)} | {figure_cell(d['vendi_features'], digits=3)} | {figure_cell(m['semantic']['motion'], pct=True, ci=False)} |"
         )
     return lines
 
@@ -182,11 +177,11 @@ def table3(models: dict) -> list[str]:
                 [
                     label,
                     method,
-                    fig(dd, digits=3),
+                    figure_cell(dd, digits=3),
                     gain,
-                    fig(m["semantic"]["colour"], pct=True),
-                    fig(m["semantic"]["motion"], pct=True),
-                    fig(m["aggregate"]["total_score"], pct=True),
+                    figure_cell(m["semantic"]["colour"], pct=True),
+                    figure_cell(m["semantic"]["motion"], pct=True),
+                    figure_cell(m["aggregate"]["total_score"], pct=True),
                     f"{rec['seconds']:.0f}" if "seconds" in rec else "",
                     f"{rec['peak_rss_mb']:.0f}" if "peak_rss_mb" in rec else "",
                 ]

@@ -40,6 +40,7 @@ from dollar import metrics, world
 from dollar.arg_types import nonnegative_int, positive_int
 from dollar.checker import check_video, checker_accuracy, object_mask
 from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec
+from dollar.reports import figure_cell
 from dollar.rewards import motion_reward, sharpness_reward
 from dollar.world import PromptSpec
 
@@ -344,12 +345,6 @@ def evaluate(
 
 
 def to_markdown(result: dict) -> str:
-    def cell(fig: dict, pct: bool = False, digits: int = 3) -> str:
-        if fig["mean"] is None:
-            return "n/a"
-        f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
-        return f(fig["mean"]) + (f" [{f(fig['low'])}, {f(fig['high'])}]" if fig["low"] is not None else "")
-
     lines = [
         "| model | NFE | colour % | motion % | shape % | composition % | subject cons. | background cons. | flicker | smoothness | dynamic deg. | sharpness | FVD (probe) | Vendi px | Vendi feat | quality | semantic | total |",
         "|" + "---|" * 18,
@@ -362,14 +357,17 @@ def to_markdown(result: dict) -> str:
                 [
                     label,
                     str(m["nfe_per_video"]),
-                    *(cell(s[k], pct=True) for k in ("colour", "motion", "shape", "composition")),
-                    *(cell(q[k]) for k in ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness")),
-                    cell(q["dynamic_degree"], digits=2),
-                    cell(q["imaging_quality"], digits=2),
-                    cell(d["fvd_probe"], digits=2),
-                    cell(d["vendi_pixels"], digits=2),
-                    cell(d["vendi_features"], digits=2),
-                    *(cell(a[k]) for k in ("quality_score", "semantic_score", "total_score")),
+                    *(figure_cell(s[k], pct=True) for k in ("colour", "motion", "shape", "composition")),
+                    *(
+                        figure_cell(q[k])
+                        for k in ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness")
+                    ),
+                    figure_cell(q["dynamic_degree"], digits=2),
+                    figure_cell(q["imaging_quality"], digits=2),
+                    figure_cell(d["fvd_probe"], digits=2),
+                    figure_cell(d["vendi_pixels"], digits=2),
+                    figure_cell(d["vendi_features"], digits=2),
+                    *(figure_cell(a[k]) for k in ("quality_score", "semantic_score", "total_score")),
                 ]
             )
             + " |"

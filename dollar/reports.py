@@ -20,6 +20,17 @@ def percent(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}%"
 
 
+def figure_cell(fig: dict | None, pct: bool = False, digits: int = 3, ci: bool = True) -> str:
+    """A figure of :func:`dollar.metrics.mean_interval` as a table cell: "61.2 [58.0, 64.4]" (``pct``:
+    the fraction in percent), the mean alone without ``ci`` or an interval, "n/a" without a mean."""
+    if not fig or fig.get("mean") is None:
+        return "n/a"
+    fmt = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.{digits}f}")
+    if ci and fig.get("low") is not None:
+        return f"{fmt(fig['mean'])} [{fmt(fig['low'])}, {fmt(fig['high'])}]"
+    return fmt(fig["mean"])
+
+
 def percent_ci(row: dict, key: str, prose: bool = False) -> str:
     """``row[key]`` as a percentage with its 95% Wilson interval ``row[key + "_wilson95"]``:
     "95.3% [91, 98]" in a table, "95.3% (95% CI 91-98)" with ``prose``."""

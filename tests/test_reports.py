@@ -18,3 +18,11 @@ def test_write_readme_section_replaces_only_its_section(tmp_path, monkeypatch):
     ).read_text() == "# X\n<!-- a:start -->\n| new | table |\n<!-- a:end -->\n<!-- b:start -->\nkeep\n<!-- b:end -->\n"
     with pytest.raises(ValueError):
         reports.write_readme_section("c", "no such section")
+
+
+def test_figure_cell_formats_a_mean_and_its_interval():
+    fig = {"mean": 0.6123, "low": 0.58, "high": 0.6444, "n": 3}
+    assert reports.figure_cell(fig, pct=True) == "61.2 [58.0, 64.4]"
+    assert reports.figure_cell(fig, digits=2, ci=False) == "0.61"
+    assert reports.figure_cell({"mean": 2.5, "low": None, "high": None, "n": 1}) == "2.500"
+    assert reports.figure_cell({"mean": None, "low": None, "high": None, "n": 0}) == reports.figure_cell(None) == "n/a"

@@ -305,10 +305,12 @@ class DollarPipeline(DiffusionPipeline):
         mean, std = latent_statistics(self.vae)
         return z * std.to(z) + mean.to(z)
 
-    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalized latents -> video float [B, 3, T, H, W] in [-1, 1]."""
-        z = self.denormalize_latents(latents).to(self.vae.dtype)
-        return self.family.decode(self.vae, z).float().clamp(-1, 1)
+    def decode_latents(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Normalized latents -> video float [B, 3, T, H, W] in [-1, 1], ``batch_size`` clips at a
+        time (all at once by default): a video VAE's decoder peak grows with every clip decoded together."""
+        chunks = latents.split(batch_size) if batch_size else (latents,)
+        videos = [self.family.decode(self.vae, self.denormalize_latents(z).to(self.vae.dtype)).float().clamp(-1, 1) for z in chunks]
+        return videos[0] if len(videos) == 1 else torch.cat(videos)
 
     def check_inputs(self, prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type):
         if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)):

@@ -56,6 +56,7 @@ from dollar.losses import (  # noqa: E402
     reward_finetune_loss,
     vsd_loss,
 )
+from dollar.memory import PeakMemory, tensor_bytes  # noqa: E402
 from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
@@ -123,6 +124,11 @@ class DistillConfig:
     lora_rank: int = 0  # > 0: distil LoRA adapters (student, fake score, EMA) on one frozen base instead of full copies
     lora_alpha: float = 0.0  # LoRA scale numerator; 0 = the rank
     optimizer_8bit: bool = False  # bitsandbytes' 8-bit AdamW for the student and fake score (CUDA)
+    decode_batch_size: int = 2  # clips the VAE decodes at once (reward fit, validation); 0 = all together
+    plan: bool = False  # print the memory plan per GPU (from the teacher's configs, nothing loaded) and stop
+    num_gpus: int = 0  # for the plan: GPUs to shard over (0 = this launch's processes)
+    gpu_memory_gb: float = 0.0  # per-GPU memory to plan for (0 = the CUDA device's; on CPU no check)
+    measure_memory: bool = False  # record the resident weights and the training loop's peak tensor bytes (PyTorch's MemTracker; slow)
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
@@ -265,7 +271,9 @@ def training_size(pipe: DollarPipeline, cfg: DistillConfig) -> tuple[int, int, i
     return cfg.num_frames or f, cfg.height or h, cfg.width or w
 
 
-def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, grid: list, schedule, seed: int, device) -> np.ndarray:
+def render_student(
+    student_den, pipe, encode, prompts: list[str], latent_shape, grid: list, schedule, seed: int, device, decode_batch_size: int = 0
+) -> np.ndarray:
     """The student's videos (uint8 [N, T, H, W, 3]) for ``prompts`` at fixed seeds."""
     text = encode(prompts)
     g = torch.Generator().manual_seed(seed)
@@ -275,7 +283,7 @@ def render_student(student_den, pipe, encode, prompts: list[str], latent_shape, 
         return student_den(x, t, text)
 
     latents = multistep_sample(den, x, grid, schedule, g)
-    return postprocess_video(pipe.decode_latents(latents), "np")
+    return postprocess_video(pipe.decode_latents(latents, decode_batch_size), "np")
 
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -347,6 +355,57 @@ def training_role(lora_base, role: str):
     return active_adapter(lora_base, role) if lora_base is not None else contextlib.nullcontext()
 
 
+def check_memory_plan(cfg: DistillConfig, accelerator) -> bool:
+    """Print the plan (``--plan``: then return True to stop), or refuse a launch that will not fit
+    in one sentence naming the setting that does. Reads only configs."""
+    from dollar import memory
+
+    num_gpus = cfg.num_gpus or accelerator.num_processes
+    try:
+        shape = memory.run_shape(cfg.teacher, cfg.batch_size, cfg.num_frames, cfg.height, cfg.width, cfg.num_clips)
+        counts, rows = memory.plan(
+            cfg.teacher,
+            shape,
+            num_gpus,
+            cfg.lora_rank or 64,
+            cfg.optimizer_8bit,
+            cfg.gradient_checkpointing,
+            decode_batch_size=cfg.decode_batch_size,
+        )
+    except ModelLoadError as err:
+        raise SystemExit(f"error: {err}") from None
+    budget = cfg.gpu_memory_gb * memory.GiB or (torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0)
+    if cfg.plan:
+        accelerator.print(
+            f"{counts.transformer_class}: {counts.parameters / 1e9:.2f} B parameters (LoRA rank {cfg.lora_rank or 64}: "
+            f"{counts.lora_parameters / 1e6:.1f} M per adapter), text encoder {counts.text_encoder_parameters / 1e9:.2f} B, "
+            f"VAE {counts.vae_parameters / 1e6:.0f} M; batch {cfg.batch_size}, {shape.video_tokens} video tokens per clip\n"
+            + memory.format_table(rows, budget or None)
+        )
+        return True
+    chosen = memory.Setting(
+        "lora" if cfg.lora_rank else "full",
+        "fp32" if cfg.weight_dtype == "fp32" else "bf16",
+        "fsdp" if str(accelerator.distributed_type).endswith("FSDP") else "ddp",
+        num_gpus,
+        cfg.optimizer_8bit,
+        cfg.gradient_checkpointing,
+    )
+    need = dict(rows).get(chosen)
+    if budget and need and need["total"] > budget:
+        fit = memory.first_fit(rows, budget)
+        advice = (
+            f"use {fit[0].label()} ({fit[1]['total'] / memory.GiB:.1f} GiB)"
+            if fit
+            else "no setting fits: add GPUs, turn on --gradient_checkpointing or lower --batch_size"
+        )
+        raise SystemExit(
+            f"error: {chosen.label()} needs about {need['total'] / memory.GiB:.1f} GiB per GPU, more than the {budget / memory.GiB:.1f} GiB "
+            f"available; {advice} (see --plan)."
+        )
+    return False
+
+
 def student_input(denoise, grid: list, schedule: NoiseSchedule, shape, generator, device) -> tuple[torch.Tensor, int]:
     """A random student step and the input the student sees there (fresh noise, earlier steps
     simulated without gradients)."""
@@ -369,6 +428,9 @@ def main(cfg: DistillConfig) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     set_seed(cfg.seed)
+    if cfg.plan or cfg.gpu_memory_gb or torch.cuda.is_available():
+        if check_memory_plan(cfg, accelerator):
+            return {"iterations": 0, "history": [], "rollbacks": 0}
     pipe = load_teacher(cfg.teacher, cfg.prediction_type)
     num_frames, height, width = training_size(pipe, cfg)
     try:
@@ -442,7 +504,9 @@ def main(cfg: DistillConfig) -> dict:
         return pipe.encode_text(texts).float().to(device)
 
     with torch.no_grad():
-        real_frames = postprocess_video(pipe.decode_latents(latents[: max(cfg.validation_prompts, 8)].float().to(device)), "np")
+        real_frames = postprocess_video(
+            pipe.decode_latents(latents[: max(cfg.validation_prompts, 8)].float().to(device), cfg.decode_batch_size), "np"
+        )
     sentinel = CollapseSentinel(
         reference=video_health(real_frames),
         static_ratio=cfg.sentinel_static_ratio,
@@ -473,7 +537,9 @@ def main(cfg: DistillConfig) -> dict:
 
     def validate_now(iteration: int) -> dict:
         """Render, score, save, check. Returns the record fields (and the sentinel's reasons)."""
-        frames = render_student(student_den, pipe, encode, val_prompts, latents.shape[1:], grid, schedule, cfg.seed + 12345, device)
+        frames = render_student(
+            student_den, pipe, encode, val_prompts, latents.shape[1:], grid, schedule, cfg.seed + 12345, device, cfg.decode_batch_size
+        )
         out = {}
         if world_checker:
             acc = checker_accuracy(list(frames), val_prompts)
@@ -512,6 +578,8 @@ def main(cfg: DistillConfig) -> dict:
     bar = tqdm(total=cfg.max_iters, initial=it, disable=not accelerator.is_main_process)
     history = []
     start_time = time.time()
+    memory = PeakMemory() if cfg.measure_memory else contextlib.nullcontext()
+    memory.__enter__()
     while it < cfg.max_iters:
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it * 7919 + accelerator.process_index)
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
@@ -579,7 +647,7 @@ def main(cfg: DistillConfig) -> dict:
             with torch.no_grad():
                 noise = torch.randn(x0_real.shape, generator=g).to(device)
                 trajectory, scales, x = ddpo_rollout(x0_only(student_cond), noise, grid, schedule, cfg.ddpo_sigma, g)
-                frames = postprocess_video(pipe.decode_latents(x), "np")
+                frames = postprocess_video(pipe.decode_latents(x, cfg.decode_batch_size), "np")
                 rewards = torch.as_tensor(reward_fn(frames, batch_prompts), dtype=torch.float32, device=device)
                 advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6) if cfg.batch_size > 1 else rewards * 0
             loss_pg = ddpo_loss(scaled_policy(student_cond, scales), trajectory, advantages)
@@ -593,7 +661,7 @@ def main(cfg: DistillConfig) -> dict:
         elif cfg.lrm and cfg.reward_weight > 0:
             both = torch.cat([x_fake_data, x0_real])
             with torch.no_grad():
-                frames = postprocess_video(pipe.decode_latents(both), "np")
+                frames = postprocess_video(pipe.decode_latents(both, cfg.decode_batch_size), "np")
             rewards = torch.as_tensor(reward_fn(frames, batch_prompts * 2), dtype=torch.float32, device=device)
             both_text = torch.cat([text, text]) if cfg.lrm_text_conditioned else None
             loss_fit = latent_reward_fit_loss(reward_model, both, rewards, both_text)
@@ -642,8 +710,21 @@ def main(cfg: DistillConfig) -> dict:
         if it % cfg.checkpoint_every == 0 or it == cfg.max_iters:
             info = {"iteration": it, "healthy": healthy, "sentinel": sentinel.state_dict()}
             save_checkpoint(accelerator, os.path.join(ckpt_root, f"iteration-{it:07d}"), info)  # atomic: written aside, then renamed
+    memory.__exit__(None, None, None)
     bar.close()
     accelerator.end_training()
+    if cfg.measure_memory:
+        resident = tensor_bytes(
+            *(m for m in (teacher, student, fake, ema_student, reward_model, pipe.vae, pipe.text_encoder) if m is not None)
+        )
+        memory_record = {
+            "resident_tensor_bytes": resident,
+            "loop_peak_tensor_bytes": memory.peak,
+            "data_tensor_bytes": latents.nbytes + text_states.nbytes,
+        }
+        accelerator.print(f"memory: {resident / 2**20:.1f} MiB resident, training-loop peak {memory.peak / 2**20:.1f} MiB above it")
+    else:
+        memory_record = {}
 
     if accelerator.is_main_process:
         if lora_base is not None:
@@ -672,7 +753,7 @@ def main(cfg: DistillConfig) -> dict:
             accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
         with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
             stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
-            json.dump({**asdict(cfg), **stats, **provenance(cfg)}, f, indent=2)
+            json.dump({**asdict(cfg), **stats, **provenance(cfg), **memory_record}, f, indent=2)
         accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
     return {
         "iterations": it,
@@ -682,6 +763,7 @@ def main(cfg: DistillConfig) -> dict:
         "teacher": teacher,
         "ema": ema_student,
         "lora_base": lora_base,
+        "memory": memory_record,
     }
 
 

@@ -229,3 +229,12 @@ def test_multistep_renoises_between_steps_and_returns_x0():
     # the input at t=749 is 0.5 re-noised to alpha-bar_749: its mean sits near sqrt(a) * 0.5
     a = ALPHAS[749].sqrt().item()
     assert abs(calls[1][1].mean().item() - 0.5 * a) < 0.3
+
+
+def test_user_grids_keep_their_schedule_number_type_and_both_ends():
+    vp = NoiseSchedule.vp(ALPHAS).check_grid([999.0, 0])
+    assert vp == [999, 0] and all(type(v) is int for v in vp)
+    flow = NoiseSchedule.flow(3.0).check_grid([1000, 0])
+    assert flow == [1000.0, 0.0] and all(type(v) is float for v in flow)
+    with pytest.raises(ValueError, match="timesteps"):
+        NoiseSchedule.flow(3.0).check_grid([1000.5, 3])

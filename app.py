@@ -348,10 +348,27 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
+def video_size(text: str) -> tuple[int, int, int]:
+    """argparse type for --size: 'HxWxF', e.g. 480x832x33."""
+    try:
+        height, width, frames = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTHxFRAMES, e.g. 480x832x33; got {text!r}") from None
+    if min(height, width, frames) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive numbers, got {text!r}")
+    return height, width, frames
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DOLLAR demo and human evaluation (Gradio).")
     on_space = bool(os.environ.get("SPACE_ID"))
     p.add_argument("--model", action="append", default=[], help="extra pipeline folder or hub id (repeatable)")
+    p.add_argument(
+        "--size",
+        type=video_size,
+        default=None,
+        help="HxWxF: height, width and frames of the --model videos (default: each checkpoint's own)",
+    )
     p.add_argument("--pool", default=None, help="folder of pre-rendered battles (default: <data dir>/pool when it exists)")
     p.add_argument("--db", default=None, help="SQLAlchemy URL (default: $DOLLAR_DB_URL, else SQLite in the data directory)")
     p.add_argument("--data-dir", default=None, help="where votes live (default: $DOLLAR_DATA_DIR, /data, ./data)")
@@ -455,7 +472,7 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, dict]:
         db_url, battle_ttl_s=args.battle_ttl, app_version=dollar.__version__, mirror=HubMirror.from_env(data_dir), limits=limits
     )
     work = _video_folder()
-    zoo = ModelZoo(available_models(args.model), os.path.join(work, "videos"), progress_bars=True)
+    zoo = ModelZoo(available_models(args.model, args.size), os.path.join(work, "videos"), progress_bars=True)
     pool_dir = args.pool or os.path.join(data_dir, "pool")
     pool = BattlePool(pool_dir, zoo.names) if (args.pool or os.path.exists(os.path.join(pool_dir, "pool.jsonl"))) else None
     arena = Arena(store, zoo, pool, round_floor_s=args.round_floor_s, check_rate=args.check_rate, served_dir=os.path.join(work, "served"))

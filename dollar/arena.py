@@ -74,15 +74,16 @@ class ModelEntry:
     source: str
     steps: int | None
     kind: str  # "teacher", "baseline", "student" or "custom"
+    size: tuple[int, int, int] | None = None  # (height, width, num_frames); None: the checkpoint's own
 
     @property
     def is_teacher(self) -> bool:
         return self.kind == "teacher"
 
 
-def available_models(extra: Sequence[str] = ()) -> list[ModelEntry]:
+def available_models(extra: Sequence[str] = (), size: tuple[int, int, int] | None = None) -> list[ModelEntry]:
     """The bundled models present in assets/ (the teacher brings its DDIM-k baselines), then
-    each ``extra`` folder or hub id at its own defaults."""
+    each ``extra`` folder or hub id at its own defaults, or at ``size`` (height, width, frames)."""
     from dollar.pipeline import ModelLoadError, resolve_model
 
     entries = []
@@ -103,7 +104,7 @@ def available_models(extra: Sequence[str] = ()) -> list[ModelEntry]:
     for source in extra:
         resolve_model(source)  # a clear ModelLoadError for a name that cannot be a model
         if source not in {e.name for e in entries}:
-            entries.append(ModelEntry(source, source, None, "custom"))
+            entries.append(ModelEntry(source, source, None, "custom", size))
     return entries
 
 
@@ -158,7 +159,9 @@ def load_pipeline(source: str):
 
 
 @gpu
-def render_video(source: str, steps: int | None, prompt: str, seed: int, progress_bar: bool = False) -> tuple[np.ndarray, dict]:
+def render_video(
+    source: str, steps: int | None, prompt: str, seed: int, progress_bar: bool = False, size: tuple[int, int, int] | None = None
+) -> tuple[np.ndarray, dict]:
     """One video, uint8 [T, H, W, 3], and its timings (plus ``end_to_end_s``, the whole call)."""
     import torch
 
@@ -166,7 +169,8 @@ def render_video(source: str, steps: int | None, prompt: str, seed: int, progres
     pipe.set_progress_bar_config(disable=not progress_bar)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     start = time.perf_counter()
-    out = pipe(prompt, num_inference_steps=steps, generator=generator, output_type="np")
+    height, width, num_frames = size or (None, None, None)
+    out = pipe(prompt, num_inference_steps=steps, generator=generator, output_type="np", height=height, width=width, num_frames=num_frames)
     timings = dict(out.timings, end_to_end_s=time.perf_counter() - start)
     return out.frames[0], timings
 
@@ -217,7 +221,7 @@ class ModelZoo:
 
         entry = self.entry(name)
         with self._render_lock:
-            frames, timings = render_video(entry.source, entry.steps, prompt, seed, self.progress_bars)
+            frames, timings = render_video(entry.source, entry.steps, prompt, seed, self.progress_bars, entry.size)
         stem = f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}_seed{seed}_{uuid.uuid4().hex[:8]}" if named else uuid.uuid4().hex
         path = os.path.join(self.video_dir, f"{stem}.mp4")
         save_video(frames, path)

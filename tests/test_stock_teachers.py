@@ -186,3 +186,35 @@ def test_prediction_type_override_is_applied(folders):
     assert pipe.config.prediction_type == "epsilon" and pipe.denoiser.prediction_type == "epsilon"
     with pytest.raises(ModelLoadError, match="prediction_type must be one of"):
         DollarPipeline.from_pretrained(folders["cogvideox"], prediction_type="x0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_app_renders_a_stock_teacher_and_its_student(folders, name, tmp_path):
+    """`python app.py --model <stock folder> --model <its student> --size HxWxF`, driven through
+    gradio_client as an API user would: both render side by side with their timings."""
+    import socket
+
+    from gradio_client import Client
+
+    sys.path.insert(0, ROOT)
+    import app
+
+    student = tmp_path / "student"
+    _distil(folders[name], name, student, "--max_iters", "1", "--num_steps", "1", "--lrm", "false")
+    h, w, f = st.SIZES[name]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = ["--data-dir", str(tmp_path / "data"), "--port", str(port), "--threads", "2", "--round-floor-s", "0"]
+    argv += ["--model", folders[name], "--model", str(student), "--size", f"{h}x{w}x{f}"]
+    demo, launch_kwargs = app.create_app(argv)
+    demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
+    try:
+        out = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(PROMPT, 3, [folders[name], str(student)], api_name="/generate")
+    finally:
+        demo.close()
+    table, files = out[-2], out[-1]
+    rows = {r[0]: dict(zip(table["headers"], r)) for r in table["data"]}
+    assert rows[str(student)]["NFE"] == 1 and rows[folders[name]]["NFE"] == 100  # the student's 1 step; the teacher's 50 with CFG
+    assert len(files) == 2 and all(os.path.getsize(p) > 0 for p in files)

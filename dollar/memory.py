@@ -13,8 +13,9 @@ holds it:
   (adapter S) and the fake score (adapter F); only the adapters train, and the EMA covers adapter S;
 - ddp keeps everything on every GPU; fsdp shards the four transformers and their optimiser state
   over the GPUs (activations are per GPU either way);
-- the VAE and the text encoder stay resident unless the data was prepared beforehand
-  (``train/prepare_data.py``), and the encoded clips are held in memory.
+- the trainer encodes clips and prompts before it builds the networks and then drops the text
+  encoder (``--prepare_only`` does just that step), so training holds the fp32 VAE but no text
+  encoder; the encoded clips stay in host RAM.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def plan_bytes(
     video_tokens: int,
     activation_per_token: tuple[float, float],
     data_bytes: int = 0,
-    prepared_data: bool = False,
+    prepared_data: bool = True,
     decode_bytes: float = 0.0,
     text_tokens: int = 0,
 ) -> dict[str, float]:
@@ -247,7 +248,7 @@ def plan_bytes(
     else:
         activations = batch_size * per_layer * counts.layers
     activations *= GENERATOR_FORWARDS
-    helpers = 0 if prepared_data else (counts.text_encoder_parameters + counts.vae_parameters) * w
+    helpers = counts.vae_parameters * 4 + (0 if prepared_data else counts.text_encoder_parameters * w)  # the VAE stays fp32
     return {
         "weights": (frozen + trainable) / shard,
         "gradients": gradients / shard,
@@ -278,7 +279,7 @@ def human(n: float) -> str:
 def format_table(rows: list[tuple[Setting, dict]], budget_bytes: float | None = None) -> str:
     """Markdown table of the plan; the data cache lives in host RAM and is listed apart."""
     keys = ("weights", "gradients", "optimizer", "activations", "decode", "vae_and_text_encoder", "total")
-    head = "| setting | weights | gradients | optimizer | activations | VAE decode | VAE + text encoder | total per GPU |"
+    head = "| setting | weights | gradients | optimizer | activations | VAE decode | VAE | total per GPU |"
     head += " fits |" if budget_bytes else ""
     lines = [head, "|" + "---|" * (len(keys) + 1 + bool(budget_bytes))]
     for s, b in rows:
@@ -364,7 +365,7 @@ def plan(
     lora_rank: int = 64,
     optimizer_8bit: bool = False,
     gradient_checkpointing: bool = False,
-    prepared_data: bool = False,
+    prepared_data: bool = True,
     decode_batch_size: int = 2,
 ) -> tuple[TeacherCounts, list[tuple[Setting, dict]]]:
     """Every setting's bytes per GPU for a run of ``teacher`` (configs only; nothing is loaded)."""

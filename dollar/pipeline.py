@@ -147,12 +147,13 @@ class DollarPipeline(DiffusionPipeline):
         )
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, prediction_type: str | None = None, **kwargs):
+    def from_pretrained(cls, pretrained_model_name_or_path, prediction_type: str | None = None, with_text_encoder: bool = True, **kwargs):
         """As diffusers' ``from_pretrained``, for our folders and for stock ones of a supported
         family (a ``WanPipeline``, ``CogVideoXPipeline`` or ``LTXPipeline`` folder or hub id); a
         bundled name works too. A folder saved without a text encoder gets the one its config
         refers to (the packaged MiniLM, or its teacher's). ``prediction_type`` overrides the one
-        read from the folder."""
+        read from the folder. ``with_text_encoder=False`` skips the text encoder (prompts already
+        encoded, as a trainer with a data cache has them)."""
         path = resolve_model(str(pretrained_model_name_or_path))
         index = read_model_index(path)
         try:
@@ -162,7 +163,9 @@ class DollarPipeline(DiffusionPipeline):
         if prediction_type is not None and prediction_type not in PREDICTION_TYPES:
             raise ModelLoadError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}.")
         kwargs.setdefault("dtype", torch.float32)  # bundled weights are fp16; CPUs want fp32
-        if kwargs.get("text_encoder") is None and kwargs.get("tokenizer") is None and (index.get("text_encoder") or [None])[0] is None:
+        if not with_text_encoder:
+            kwargs["text_encoder"] = kwargs["tokenizer"] = None
+        elif kwargs.get("text_encoder") is None and kwargs.get("tokenizer") is None and (index.get("text_encoder") or [None])[0] is None:
             kwargs["tokenizer"], kwargs["text_encoder"] = load_pipeline_text_encoder(index.get("text_encoder_source"), kwargs["dtype"])
         try:
             pipe = super().from_pretrained(path, **kwargs)

@@ -230,3 +230,19 @@ def test_paper_config_holds_method_md_values():
     cfg = distill.parse_config(["--config", os.path.join(ROOT, "train", "configs", "paper.yaml")])
     assert (cfg.real_guidance_w, cfg.cd_guidance_w, cfg.cd_skip, cfg.fake_steps, cfg.num_steps) == (3.5, 7.5, 5, 5, 4)
     assert (cfg.vsd_weight, cfg.cd_weight, cfg.reward_weight) == (1.0, 0.5, 1.0) and cfg.vsd and cfg.cd and cfg.lrm
+
+
+def test_prepared_data_means_no_text_encoder_while_training(tiny_teacher, tmp_path, monkeypatch):
+    """--prepare_only encodes clips, captions and validation prompts into the cache; a run on that
+    cache never loads the text encoder, and a run that had to encode drops it before training."""
+    cache = tmp_path / "cache"
+    prepared = distill.main(_cfg(tiny_teacher, tmp_path / "prep", "--prepare_only", "true", "--cache_dir", str(cache)))
+    assert prepared["iterations"] == 0 and os.path.exists(cache / "data.safetensors")
+    import dollar.pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text encoder was loaded")
+
+    monkeypatch.setattr(dollar.pipeline, "load_pipeline_text_encoder", refuse)
+    result = distill.main(_cfg(tiny_teacher, tmp_path / "s", "--cache_dir", str(cache), "--lrm", "false", "--validate_every", "1"))
+    assert result["iterations"] == 1 and "val_colour" in result["history"][0]

@@ -125,6 +125,7 @@ class DistillConfig:
     lora_alpha: float = 0.0  # LoRA scale numerator; 0 = the rank
     optimizer_8bit: bool = False  # bitsandbytes' 8-bit AdamW for the student and fake score (CUDA)
     decode_batch_size: int = 2  # clips the VAE decodes at once (reward fit, validation); 0 = all together
+    prepare_only: bool = False  # encode the clips and prompts into the cache (--cache_dir) and stop: later runs never load the text encoder
     plan: bool = False  # print the memory plan per GPU (from the teacher's configs, nothing loaded) and stop
     num_gpus: int = 0  # for the plan: GPUs to shard over (0 = this launch's processes)
     gpu_memory_gb: float = 0.0  # per-GPU memory to plan for (0 = the CUDA device's; on CPU no check)
@@ -216,9 +217,9 @@ def validate(cfg: DistillConfig) -> None:
         raise SystemExit(f"error: --resume {cfg.resume} is not a checkpoint folder; use 'latest' or an existing folder.")
 
 
-def load_teacher(name: str, prediction_type: str = "") -> DollarPipeline:
+def load_teacher(name: str, prediction_type: str = "", with_text_encoder: bool = True) -> DollarPipeline:
     try:
-        pipe = DollarPipeline.from_pretrained(name, prediction_type=prediction_type or None)
+        pipe = DollarPipeline.from_pretrained(name, prediction_type=prediction_type or None, with_text_encoder=with_text_encoder)
     except ModelLoadError as err:
         raise SystemExit(f"error: {err}") from None
     if pipe.is_student:
@@ -248,13 +249,15 @@ def load_student_init(name: str, teacher: torch.nn.Module) -> dict[str, torch.Te
     return weights
 
 
-def cache_key(pipe, cfg: DistillConfig) -> str:
-    """Fingerprint of what the cached data depends on: the VAE weights, the text encoder, the clips."""
+def cache_key(pipe, cfg: DistillConfig, val_prompts: list[str]) -> str:
+    """Fingerprint of what the cached data depends on: the VAE weights, the text encoder, the clips
+    and the validation prompts."""
     h = hashlib.sha256()
     for name, tensor in sorted(pipe.vae.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(str(getattr(pipe.text_encoder.config, "_name_or_path", "")).encode())
+    h.update(str(pipe.config.text_encoder_source or "minilm").encode())
+    h.update("\n".join(val_prompts).encode())
     h.update(f"{cfg.data or 'world'}|{cfg.num_clips}|{pipe.config.teacher_family}|{pipe.text_length}|{training_size(pipe, cfg)}".encode())
     return h.hexdigest()
 
@@ -272,17 +275,12 @@ def training_size(pipe: DollarPipeline, cfg: DistillConfig) -> tuple[int, int, i
 
 
 def render_student(
-    student_den, pipe, encode, prompts: list[str], latent_shape, grid: list, schedule, seed: int, device, decode_batch_size: int = 0
+    student_den, pipe, text: torch.Tensor, latent_shape, grid: list, schedule, seed: int, device, decode_batch_size: int = 0
 ) -> np.ndarray:
-    """The student's videos (uint8 [N, T, H, W, 3]) for ``prompts`` at fixed seeds."""
-    text = encode(prompts)
+    """The student's videos (uint8 [N, T, H, W, 3]) for prompts encoded as ``text`` at fixed seeds."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((len(prompts), *latent_shape), generator=g).to(device)
-
-    def den(x, t):
-        return student_den(x, t, text)
-
-    latents = multistep_sample(den, x, grid, schedule, g)
+    x = torch.randn((len(text), *latent_shape), generator=g).to(device)
+    latents = multistep_sample(student_den.conditioned(text), x, grid, schedule, g)
     return postprocess_video(pipe.decode_latents(latents, decode_batch_size), "np")
 
 
@@ -431,7 +429,8 @@ def main(cfg: DistillConfig) -> dict:
     if cfg.plan or cfg.gpu_memory_gb or torch.cuda.is_available():
         if check_memory_plan(cfg, accelerator):
             return {"iterations": 0, "history": [], "rollbacks": 0}
-    pipe = load_teacher(cfg.teacher, cfg.prediction_type)
+    cache_path = os.path.join(cfg.cache_dir or os.path.join(cfg.output_dir, "cache"), "data.safetensors")
+    pipe = load_teacher(cfg.teacher, cfg.prediction_type, with_text_encoder=not os.path.exists(cache_path))
     num_frames, height, width = training_size(pipe, cfg)
     try:
         pipe.check_inputs("", 1, 1.0, num_frames, height, width, "np")
@@ -444,14 +443,7 @@ def main(cfg: DistillConfig) -> dict:
     if cfg.lora_rank and accelerator.num_processes > 1:
         raise SystemExit("error: LoRA distillation runs in one process for now; drop --lora_rank or launch a single process.")
     accelerator.print(f"attention backend: {set_attention_backend(pipe.transformer, cfg.attention_backend)}")
-    teacher, student, fake, ema_student, lora_base = build_networks(cfg, pipe, device)
     pipe.vae.to(device)
-    pipe.text_encoder.to(device, DTYPES[cfg.weight_dtype])
-    if cfg.init_student:
-        start_weights = load_student_init(cfg.init_student, pipe.transformer)
-        student.load_state_dict(start_weights)
-        ema_student.load_state_dict(start_weights)
-        accelerator.print(f"student initialised from {cfg.init_student}")
     pt = pipe.config.prediction_type
     accelerator.print(f"teacher: {pipe.family.label}, {pt} on a {schedule.kind} schedule; student grid {grid}")
 
@@ -459,8 +451,8 @@ def main(cfg: DistillConfig) -> dict:
     size = dict(num_frames=num_frames, height=height, width=width)
     clips = VideoFolderDataset(cfg.data, **size) if cfg.data else WorldVideoDataset(cfg.num_clips, seed=1_000_000, **size)
     prompts = [clips.captions(i, 1)[0] for i in range(len(clips))]
-    cache_path = os.path.join(cfg.cache_dir or os.path.join(cfg.output_dir, "cache"), "data.safetensors")
-    key = cache_key(pipe, cfg)
+    val_prompts = validation_set(cfg, clips, prompts)
+    key = cache_key(pipe, cfg, val_prompts)
     if os.path.exists(cache_path):
         cache, meta = load_cache(cache_path)
         if meta.get("key", key) != key:
@@ -469,12 +461,25 @@ def main(cfg: DistillConfig) -> dict:
                 "delete it or pass a different --cache_dir."
             )
     else:
+        pipe.text_encoder.to(device, DTYPES[cfg.weight_dtype])
         cache = encode_dataset(pipe.vae, pipe.encode_text, clips, 1, progress=accelerator.is_main_process)
+        cache["val_states"] = pipe.encode_text(val_prompts).float().cpu().half()
         if accelerator.is_main_process:
             os.makedirs(os.path.dirname(cache_path), exist_ok=True)
             save_file(cache, cache_path + ".tmp", metadata={"key": key})
             os.replace(cache_path + ".tmp", cache_path)
     latents, text_states, null_states = cache["latents"], cache["text_states"][:, 0], cache["null_states"]
+    pipe.register_modules(text_encoder=None, tokenizer=None)  # prompts are encoded: the text encoder is not resident while training
+    if cfg.prepare_only:
+        accelerator.print(f"encoded {len(latents)} clips and {len(val_prompts)} validation prompts into {cache_path}")
+        return {"iterations": 0, "history": [], "rollbacks": 0, "cache": cache_path}
+
+    teacher, student, fake, ema_student, lora_base = build_networks(cfg, pipe, device)
+    if cfg.init_student:
+        start_weights = load_student_init(cfg.init_student, pipe.transformer)
+        student.load_state_dict(start_weights)
+        ema_student.load_state_dict(start_weights)
+        accelerator.print(f"student initialised from {cfg.init_student}")
 
     _, c, _, h, _ = latents.shape
     stride = 2 if h <= 16 else 4
@@ -498,10 +503,7 @@ def main(cfg: DistillConfig) -> dict:
     cd_grid = schedule.grid(50)  # the teacher's 50-step grid; CD takes cd_skip steps on it
 
     # Validation and the collapse sentinel: held-out prompts at fixed seeds, real-clip statistics.
-    val_prompts = validation_set(cfg, clips, prompts)
-
-    def encode(texts):
-        return pipe.encode_text(texts).float().to(device)
+    val_states = cache["val_states"].float().to(device)
 
     with torch.no_grad():
         real_frames = postprocess_video(
@@ -538,7 +540,7 @@ def main(cfg: DistillConfig) -> dict:
     def validate_now(iteration: int) -> dict:
         """Render, score, save, check. Returns the record fields (and the sentinel's reasons)."""
         frames = render_student(
-            student_den, pipe, encode, val_prompts, latents.shape[1:], grid, schedule, cfg.seed + 12345, device, cfg.decode_batch_size
+            student_den, pipe, val_states, latents.shape[1:], grid, schedule, cfg.seed + 12345, device, cfg.decode_batch_size
         )
         out = {}
         if world_checker:

@@ -15,7 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dollar.votes import CRITERIA
+# A vote's vocabulary, shared with the vote store (dollar/votes.py imports it from here, so the
+# ranking math needs no database library).
+CRITERIA = ("visual_quality", "text_alignment", "motion", "overall")
+ANSWERS = ("A", "B", "tie", "both_bad")
 
 ELO_SCALE = 400.0 / math.log(10.0)
 ELO_BASE = 1000.0
@@ -50,7 +53,7 @@ def pairwise_data(votes: pd.DataFrame, criterion: str) -> PairwiseData:
     models = sorted(set(votes["model_a"]) | set(votes["model_b"]))
     index = {m: i for i, m in enumerate(models)}
     answers = votes[criterion].to_numpy()
-    if not np.isin(answers, ("A", "B", "tie", "both_bad")).all():
+    if not np.isin(answers, ANSWERS).all():
         raise ValueError(f"Column {criterion} holds answers other than A, B, tie, both_bad.")
     score = np.where(answers == "A", 1.0, np.where(answers == "B", 0.0, 0.5))
     a = votes["model_a"].map(index).to_numpy(int)

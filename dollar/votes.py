@@ -25,7 +25,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-CRITERIA = ("visual_quality", "text_alignment", "motion", "overall")
+from dollar.ranking import ANSWERS, CRITERIA  # the vocabulary lives with the pure ranking math
+
 CRITERION_QUESTIONS = {
     "visual_quality": "Visual quality: which video looks better (sharp, clean, no artefacts)?",
     "text_alignment": "Text-video alignment: which video matches the prompt better?",
@@ -33,7 +34,6 @@ CRITERION_QUESTIONS = {
     "overall": "Overall preference: which video do you prefer?",
 }
 CRITERION_NAMES = {"visual_quality": "Visual quality", "text_alignment": "Text-video alignment", "motion": "Motion", "overall": "Overall"}
-ANSWERS = ("A", "B", "tie", "both_bad")
 ANSWER_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
 PROMPT_ORIGINS = ("heldout", "user")
 BATTLE_STATUSES = ("open", "voted", "skipped", "void")

@@ -146,3 +146,11 @@ def test_figures_show_every_measured_cell():
     assert len(fig.axes[0].texts) == int(matrix.notna().to_numpy().sum()) == 6
     bars = ranking.plot_pair_outcomes(ranking.pair_outcomes(votes, "overall"))
     assert len(bars.axes[0].patches) == 3 * 4  # three pairs, four segments each
+
+
+def test_the_ranking_math_imports_no_database_library():
+    import subprocess
+    import sys
+
+    code = "import dollar.ranking, sys; bad = [m for m in ('sqlalchemy', 'gradio', 'torch') if m in sys.modules]; assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)

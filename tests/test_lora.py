@@ -7,9 +7,9 @@ import sys
 import pytest
 import torch
 
-import stock_teachers as st
 from conftest import ROOT
 from dollar import DollarPipeline
+from dollar import tiny_teachers as st
 from dollar.lora import AdapterView, active_adapter, adapter_parameters, add_adapters, merged_student
 
 sys.path.insert(0, os.path.join(ROOT, "train"))

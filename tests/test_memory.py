@@ -8,9 +8,9 @@ import sys
 import pytest
 from diffusers import WanTransformer3DModel
 
-import stock_teachers as st
 from conftest import ROOT
 from dollar import memory
+from dollar import tiny_teachers as st
 
 sys.path.insert(0, os.path.join(ROOT, "train"))
 import distill  # noqa: E402

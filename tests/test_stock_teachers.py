@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import stock_teachers as st
 from conftest import ROOT
 from dollar import DollarPipeline
+from dollar import tiny_teachers as st
 from dollar.pipeline import ModelLoadError
 
 sys.path.insert(0, os.path.join(ROOT, "train"))
@@ -104,6 +104,10 @@ def test_distil_three_iterations_then_the_student_loads_alone(folders, name, tmp
     h, w, f = st.SIZES[name]
     video = student(PROMPT, generator=torch.Generator().manual_seed(0))
     assert video.frames.shape == (1, f, h, w, 3) and video.timings["nfe"] == 2
+    from dollar.generate import main  # and from the command line, at the size it was trained at
+
+    assert main(["--model", str(out), "--prompt", PROMPT, "--out", str(tmp_path / "s.npy")]) == 0
+    assert np.load(tmp_path / "s.npy").shape == (f, h, w, 3)
 
 
 def test_a_custom_student_grid_is_the_grid_it_samples_on(folders, tmp_path):
@@ -176,7 +180,10 @@ def test_folders_that_are_not_text_to_video_teachers_are_one_sentence(tmp_path):
 
 
 def test_a_hub_id_while_offline_says_to_pass_a_local_folder(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read once at import: the variable alone comes too late
     with pytest.raises(ModelLoadError, match="pass the local folder"):
         DollarPipeline.from_pretrained("Wan-AI/Wan2.1-T2V-1.3B-Diffusers")
 

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import load_benchmark, needs_system, requires_bundled_teacher
 
+pytestmark = pytest.mark.slow  # minutes each; .ci/run runs them after the fast suite
+
 
 @requires_bundled_teacher
 def test_new_user_walk_in_a_real_browser(tmp_path):

@@ -318,7 +318,7 @@ def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     """``model`` in ``dtype``, except the modules its class keeps in fp32 (diffusers' ``_keep_in_fp32_modules``)."""
     if dtype == torch.float32:
         return model.float()
-    model.to(dtype)
+    torch.nn.Module.to(model, dtype)  # nn.Module's own: ModelMixin.to warns about the modules restored just below
     keep = getattr(model, "_keep_in_fp32_modules", None) or []
     for name, module in model.named_modules():
         if any(k in name.split(".") for k in keep):
@@ -442,7 +442,8 @@ def main(cfg: DistillConfig) -> dict:
     device = accelerator.device
     if cfg.lora_rank and accelerator.num_processes > 1:
         raise SystemExit("error: LoRA distillation runs in one process for now; drop --lora_rank or launch a single process.")
-    accelerator.print(f"attention backend: {set_attention_backend(pipe.transformer, cfg.attention_backend)}")
+    attention_backend = set_attention_backend(pipe.transformer, cfg.attention_backend)
+    accelerator.print(f"attention backend: {attention_backend}")
     pipe.vae.to(device)
     pt = pipe.config.prediction_type
     accelerator.print(f"teacher: {pipe.family.label}, {pt} on a {schedule.kind} schedule; student grid {grid}")
@@ -766,6 +767,7 @@ def main(cfg: DistillConfig) -> dict:
         "ema": ema_student,
         "lora_base": lora_base,
         "memory": memory_record,
+        "attention_backend": attention_backend,
     }
 
 

@@ -1,4 +1,5 @@
-"""Tiny, randomly initialised stock diffusers text-to-video pipelines, built offline.
+"""Tiny, randomly initialised stock diffusers text-to-video pipelines, built offline: for tests, the
+GPU check (benchmarks/cuda_check.py) and a user who wants to try a family without downloading it.
 
 The configs follow diffusers' own fast tests (tests/pipelines/{wan,cogvideo,ltx}); the text encoder
 is a tiny random T5 / UMT5 and the tokenizer the packaged MiniLM WordPiece one (the stock

@@ -21,6 +21,120 @@ from mutmut.utils.file_utils import walk_mutatable_files
 HARMLESS: dict[tuple[str, str], str] = {
     (
         "dollar/sampling.py",
+        "alpha_prev = torch.as_tensor(alpha_prev, dtype=None, device=x0.device)",
+    ): "equivalent for float32 latents, which is what the Denoiser returns (float32 is also torch's default dtype)",
+    (
+        "dollar/sampling.py",
+        "alpha_prev = torch.as_tensor(alpha_prev, device=x0.device)",
+    ): "equivalent for float32 latents, which is what the Denoiser returns (float32 is also torch's default dtype)",
+    (
+        "dollar/sampling.py",
+        "alpha_prev = torch.as_tensor(alpha_prev, dtype=x0.dtype, device=None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/sampling.py",
+        "alpha_prev = torch.as_tensor(alpha_prev, dtype=x0.dtype, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/sampling.py",
+        "sigma_prev = torch.as_tensor(sigma_prev, dtype=None, device=x0.device)",
+    ): "equivalent for float32 latents, which is what the Denoiser returns (float32 is also torch's default dtype)",
+    (
+        "dollar/sampling.py",
+        "sigma_prev = torch.as_tensor(sigma_prev, device=x0.device)",
+    ): "equivalent for float32 latents, which is what the Denoiser returns (float32 is also torch's default dtype)",
+    (
+        "dollar/sampling.py",
+        "sigma_prev = torch.as_tensor(sigma_prev, dtype=x0.dtype, device=None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/sampling.py",
+        "sigma_prev = torch.as_tensor(sigma_prev, dtype=x0.dtype, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    ("dollar/denoiser.py", "raise ValueError(None)"): "error-message text only; the ValueError is still raised",
+    (
+        "dollar/denoiser.py",
+        "t = torch.as_tensor(t, device=None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/denoiser.py",
+        "t = torch.as_tensor(t, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/denoiser.py",
+        "return t.expand(x.shape[0]) if (t.ndim == 0) or True else t",
+    ): "equivalent: expanding a [B] timestep tensor to B gives it back",
+    (
+        "dollar/denoiser.py",
+        "alpha, sigma = self.schedule.alpha_sigma(t, None)",
+    ): "device only: _bcast moves alpha and sigma onto the sample's device anyway",
+    (
+        "dollar/denoiser.py",
+        "alpha, sigma = self.schedule.alpha_sigma(t, )",
+    ): "device only: _bcast moves alpha and sigma onto the sample's device anyway",
+    (
+        "dollar/denoiser.py",
+        'if (isinstance(getattr(type(self.transformer), "dtype", None), property)) and False',
+    ): "equivalent: a diffusers model's dtype property is its parameters' dtype, the fallback branch",
+    (
+        "dollar/schedule.py",
+        "a = torch.as_tensor(a, device=None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "a = torch.as_tensor(a, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "alpha, sigma = schedule.alpha_sigma(t, None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "alpha, sigma = schedule.alpha_sigma(t, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "return x_t / _bcast(alpha + sigma, x_t), (NUM_TRAIN_TIMESTEPS * sigma / (alpha + sigma)).to(None)",
+    ): "equivalent for float32 latents, which is what the Denoiser returns (float32 is also torch's default dtype)",
+    ("dollar/schedule.py", "raise ValueError(None)"): "error-message text only; the ValueError is still raised",
+    (
+        "dollar/schedule.py",
+        "alpha, sigma = self.alpha_sigma(t, None)",
+    ): "device only: _bcast moves alpha and sigma onto the sample's device anyway",
+    (
+        "dollar/schedule.py",
+        "alpha, sigma = self.alpha_sigma(t, )",
+    ): "device only: _bcast moves alpha and sigma onto the sample's device anyway",
+    (
+        "dollar/schedule.py",
+        "t = torch.as_tensor(t, device=None)",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "t = torch.as_tensor(t, )",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/schedule.py",
+        "s = (t.double() / self.num_train_timesteps).clamp(None, 1)",
+    ): "defensive clamp for out-of-range timesteps; every grid and sample_timesteps stay inside [0, 1000]",
+    (
+        "dollar/schedule.py",
+        "s = (t.double() / self.num_train_timesteps).clamp(0, None)",
+    ): "defensive clamp for out-of-range timesteps; every grid and sample_timesteps stay inside [0, 1000]",
+    (
+        "dollar/schedule.py",
+        "s = (t.double() / self.num_train_timesteps).clamp(0, )",
+    ): "defensive clamp for out-of-range timesteps; every grid and sample_timesteps stay inside [0, 1000]",
+    (
+        "dollar/schedule.py",
+        "s = (t.double() / self.num_train_timesteps).clamp(0, 2)",
+    ): "defensive clamp for out-of-range timesteps; every grid and sample_timesteps stay inside [0, 1000]",
+    (
+        "dollar/schedule.py",
+        "a = self.alphas_cumprod.to(None)[t.long()].float()  # float32 first, as the tests' references do",
+    ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
+    (
+        "dollar/sampling.py",
         "noise = randn_tensor(x0.shape, generator=generator, device=None, dtype=x0.dtype)",
     ): "device placement only: the suite runs on CPU, where every tensor is already on the one device",
     (

@@ -547,3 +547,43 @@ def test_schedule_edges():
     assert set(vp.sample_timesteps(64, torch.Generator().manual_seed(0), t_range=(0.99995, 1.0)).tolist()) == {999}
     assert set(vp.sample_timesteps(64, torch.Generator().manual_seed(0), t_range=(0.0, 0.0005)).tolist()) == {0}
     assert NoiseSchedule.vp(ddpm_alphas_cumprod(num_train_timesteps=500)).grid(2) == [499, 249]  # its own length, not 1000
+
+
+def test_denoiser_defaults_and_call_forms():
+    """The remaining gaps mutation testing listed: the default prediction type, a family given as an
+    object, a number for t, guidance without an unconditional input, the diffusers alias of flow."""
+    from dollar.teachers import FAMILIES
+
+    schedule = NoiseSchedule.vp(ddpm_alphas_cumprod())
+    net = ExactNetwork(schedule, "conjugate_velocity", torch.zeros(4), 0.0)
+    default = Denoiser(net, schedule)
+    assert default.prediction_type == "conjugate_velocity" and default.family is FAMILIES["dollar"]
+    assert Denoiser(net, schedule, "conjugate_velocity", FAMILIES["wan"]).family is FAMILIES["wan"]
+    x, text = torch.randn(3, 4), _text(3)
+    by_number, by_tensor = default(x, 600, text), default(x, torch.full((3,), 600), text)
+    for a, b in zip(by_number, by_tensor):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(default.guided(x, 600, text, None, 3.0), by_number):  # no unconditional input: conditional
+        torch.testing.assert_close(a, b)
+    x0, eps = torch.randn(2, 4), torch.randn(2, 4)
+    one = torch.ones(2)
+    torch.testing.assert_close(x0_eps_to_prediction(x0, eps, one, one, "flow_prediction"), eps - x0)
+
+
+def test_ddim_sample_reports_each_step_to_its_callback():
+    schedule = NoiseSchedule.vp(ddpm_alphas_cumprod())
+    seen = []
+
+    def denoise(x, t):
+        return torch.zeros_like(x), torch.zeros_like(x)
+
+    out = ddim_sample(denoise, torch.ones(1, 2), [999, 499], schedule, callback=lambda i, t, x: seen.append((i, t, x.clone())))
+    assert [(i, t) for i, t, _ in seen] == [(0, 999), (1, 499)]
+    torch.testing.assert_close(seen[-1][2], out)
+
+
+def test_the_longest_grid_is_every_training_timestep():
+    from dollar.schedule import trailing_timesteps
+
+    assert trailing_timesteps(1000) == list(range(999, -1, -1))
+    assert len(NoiseSchedule.flow(3.0).grid(1000)) == 1000

@@ -139,23 +139,14 @@ def check_seed(seed) -> int:
 
 # --- rendering ---------------------------------------------------------------------------
 
-_PIPELINES: dict = {}
-_PIPELINE_LOCK = threading.Lock()
-
 
 def load_pipeline(source: str):
-    """Load once per process and keep (models load lazily, on their first use)."""
-    with _PIPELINE_LOCK:
-        if source not in _PIPELINES:
-            import torch
+    """The shared, process-wide loader (dollar.model_specs), on the GPU when there is one."""
+    import torch
 
-            from dollar.pipeline import DollarPipeline
+    from dollar.model_specs import load_pipeline as shared_loader
 
-            pipe = DollarPipeline.from_pretrained(source)
-            if torch.cuda.is_available():
-                pipe = pipe.to("cuda")
-            _PIPELINES[source] = pipe
-        return _PIPELINES[source]
+    return shared_loader(source, device="cuda" if torch.cuda.is_available() else None)
 
 
 @gpu

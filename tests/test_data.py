@@ -50,3 +50,21 @@ def test_bad_sources_say_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="lists no video"):
         VideoFolderDataset(str(tmp_path / "empty"))
+
+
+def test_clips_are_resized_to_cover_then_centre_cropped_to_the_teachers_size():
+    """A 2:1 clip becomes a square one by cropping its sides, not by squashing it; frames are
+    taken evenly."""
+    from dollar.video import fit_clip
+
+    frames = np.zeros((9, 40, 80, 3), np.uint8)
+    frames[:, :, 20:60] = 255  # a white centre square, black side bands
+    for i in range(9):
+        frames[i, 0, 0, 0] = i  # frame index, to see which frames were kept
+    out = fit_clip(frames, 5, 16, 16)
+    assert out.shape == (5, 16, 16, 3)
+    assert out[:, 2:-2, 2:-2].min() == 255  # the side bands were cropped away
+    squashed = fit_clip(frames[:, :, 20:60], 5, 16, 32)  # 1:1 into 1:2: crop top and bottom
+    assert squashed.shape == (5, 16, 32, 3) and squashed.min() == 255
+    kept = fit_clip(frames, 3, 40, 80)[:, 0, 0, 0]
+    assert kept.tolist() == [0, 4, 8]

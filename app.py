@@ -77,6 +77,8 @@ def plain(text: str) -> str:
 class SeedNumber(gr.Number):
     """The raw value goes to check_seed: 1.5, True, "abc", NaN and infinity are refused, not rounded."""
 
+    is_template = True  # drawn by gr.Number's own frontend (a new class name would need a frontend of its own)
+
     def preprocess(self, payload):
         try:
             return check_seed(payload)
@@ -85,6 +87,8 @@ class SeedNumber(gr.Number):
 
 
 class ModelChoice(gr.CheckboxGroup):
+    is_template = True  # drawn by gr.CheckboxGroup's frontend
+
     def preprocess(self, payload):
         names = [value for _, value in self.choices]
         if not isinstance(payload, list):
@@ -98,9 +102,14 @@ class ModelChoice(gr.CheckboxGroup):
 class Choice(gr.Radio):
     """A radio whose value must be one of its choices (or empty); ``what`` names it in the message."""
 
-    def __init__(self, choices, *, what: str, **kwargs):
-        super().__init__(choices, **kwargs)
-        self.what = what
+    is_template = True  # drawn by gr.Radio's frontend (which rebuilds it from gr.Radio's own arguments)
+    what = "The answer"
+
+    @classmethod
+    def named(cls, choices, what: str, **kwargs) -> Choice:
+        choice = cls(choices, **kwargs)
+        choice.what = what
+        return choice
 
     def preprocess(self, payload):
         values = [value for _, value in self.choices]
@@ -300,7 +309,7 @@ def build_app(
                 video_a = gr.Video(label="A", elem_id="video-a", interactive=False, autoplay=True, loop=True, height=320)
                 video_b = gr.Video(label="B", elem_id="video-b", interactive=False, autoplay=True, loop=True, height=320)
             questions = [
-                Choice(ANSWER_CHOICES, what=f"The answer to '{CRITERION_NAMES[c]}'", label=CRITERION_QUESTIONS[c], elem_id=f"q-{c}")
+                Choice.named(ANSWER_CHOICES, f"The answer to '{CRITERION_NAMES[c]}'", label=CRITERION_QUESTIONS[c], elem_id=f"q-{c}")
                 for c in CRITERIA
             ]
             with gr.Row():
@@ -317,7 +326,7 @@ def build_app(
 
         with gr.Tab("Leaderboard") as board_tab:
             with gr.Row():
-                criterion = Choice([(CRITERION_NAMES[c], c) for c in CRITERIA], what="The criterion", value="overall", label="Criterion")
+                criterion = Choice.named([(CRITERION_NAMES[c], c) for c in CRITERIA], "The criterion", value="overall", label="Criterion")
                 refresh = gr.Button("Refresh", elem_id="refresh")
             summary = gr.Markdown(elem_id="board-summary")
             table = gr.Dataframe(

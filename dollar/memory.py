@@ -21,7 +21,6 @@ holds it:
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 
@@ -396,10 +395,6 @@ def plan(
         for s in all_settings(num_gpus, optimizer_8bit, gradient_checkpointing)
     ]
     return counts, rows
-
-
-def round_up(value: float, to: int) -> int:
-    return int(math.ceil(value / to) * to)
 
 
 class PeakMemory:

@@ -53,6 +53,7 @@ def test_sampling_equals_the_stock_pipeline_with_and_without_guidance(folders, n
         ref = stock(latents=latents.clone(), **kw).frames.float()
         got = ours(latents=latents.clone(), **kw).frames.float()
         assert got.shape == ref.shape
+        print(f"{name}, guidance {guidance}: max |ours - stock| = {(got - ref).abs().max().item():.2g}")  # pytest -s: the README's figures
         assert (got - ref).abs().max().item() <= TOLERANCE[name], (guidance, (got - ref).abs().max().item())
         videos[guidance] = ref
     # guidance changes the stock video far beyond the tolerance, so the guided match is not vacuous

@@ -51,15 +51,12 @@ class TeacherFamily:
     @torch.no_grad()
     def encode_prompts(self, tokenizer, text_encoder, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
         """Text states ``[B, L, D]`` as the stock pipeline makes them."""
-        from dollar.text import encode_prompts, warn_truncated
+        from dollar.text import encode_prompts
 
         length = max_sequence_length or self.max_sequence_length
         if self.zero_text_padding:
             return encode_prompts(tokenizer, text_encoder, prompts, length)
-        warn_truncated(tokenizer, prompts, length)
-        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, add_special_tokens=True, return_tensors="pt")
-        device = next(text_encoder.parameters()).device
-        return text_encoder(tokens.input_ids.to(device))[0]
+        return padded_states(tokenizer, text_encoder, prompts, length)[0]
 
     def text_length(self, transformer) -> int:
         """Tokens per prompt, as the stock pipeline pads them."""
@@ -162,15 +159,9 @@ class LTXFamily(TeacherFamily):
 
     @torch.no_grad()
     def encode_prompts(self, tokenizer, text_encoder, prompts, max_sequence_length=None):
-        from dollar.text import warn_truncated
-
-        length = max_sequence_length or self.max_sequence_length
-        warn_truncated(tokenizer, prompts, length)
-        tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, add_special_tokens=True, return_tensors="pt")
-        device = next(text_encoder.parameters()).device
-        states = text_encoder(tokens.input_ids.to(device))[0]
+        states, mask = padded_states(tokenizer, text_encoder, prompts, max_sequence_length or self.max_sequence_length)
         # The transformer masks padding; zeroing it lets the mask travel inside the states.
-        return states * tokens.attention_mask.to(device)[..., None].to(states.dtype)
+        return states * mask[..., None].to(states.dtype)
 
     def mu(self, scheduler, latent_shape) -> float:
         from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift
@@ -197,6 +188,17 @@ class LTXFamily(TeacherFamily):
     def decode(self, vae, z):
         temb = torch.zeros(z.shape[0], device=z.device, dtype=z.dtype) if vae.config.get("timestep_conditioning") else None
         return vae.decode(z, temb, return_dict=False)[0]
+
+
+def padded_states(tokenizer, text_encoder, prompts: list[str], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(states [B, L, D], attention mask [B, L]): T5 run over prompts padded to ``length`` without
+    an encoder mask, as the CogVideoX and LTX pipelines encode them."""
+    from dollar.text import warn_truncated
+
+    warn_truncated(tokenizer, prompts, length)
+    tokens = tokenizer(prompts, padding="max_length", max_length=length, truncation=True, add_special_tokens=True, return_tensors="pt")
+    device = next(text_encoder.parameters()).device
+    return text_encoder(tokens.input_ids.to(device))[0], tokens.attention_mask.to(device)
 
 
 FAMILIES: dict[str, TeacherFamily] = {

@@ -246,3 +246,20 @@ def test_prepared_data_means_no_text_encoder_while_training(tiny_teacher, tmp_pa
     monkeypatch.setattr(dollar.pipeline, "load_pipeline_text_encoder", refuse)
     result = distill.main(_cfg(tiny_teacher, tmp_path / "s", "--cache_dir", str(cache), "--lrm", "false", "--validate_every", "1"))
     assert result["iterations"] == 1 and "val_colour" in result["history"][0]
+
+
+def test_each_fake_score_update_gets_fresh_student_samples(tiny_teacher, tmp_path, monkeypatch):
+    """DMD2's rule: every fake-score update trains on new generator samples (and prompts), not the
+    batch the generator step used."""
+    seen = []
+    real = distill.fake_score_loss
+
+    def spy(fake, samples, text, generator=None):
+        seen.append((samples.detach().clone(), text.detach().clone()))
+        return real(fake, samples, text, generator=generator)
+
+    monkeypatch.setattr(distill, "fake_score_loss", spy)
+    distill.main(_cfg(tiny_teacher, tmp_path / "s", "--fake_steps", "3", "--lrm", "false", "--cd", "false", "--validate_every", "0"))
+    assert len(seen) == 3
+    for (a, ta), (b, tb) in zip(seen, seen[1:]):
+        assert not torch.equal(a, b) and not torch.equal(ta, tb)

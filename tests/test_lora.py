@@ -79,7 +79,8 @@ def test_lora_distillation_trains_only_adapters_and_lowers_the_fake_score_loss(l
             role: pipe.make_denoiser(AdapterView(base, role), shape[1:]).denoising_loss(samples, text, t, eps).item()
             for role in (None, "fake")
         }
-    assert losses["fake"] < 0.98 * losses[None], losses  # measured: 2.50 -> 2.39
+    print(f"fake-score loss on held-out student samples: {losses[None]:.2f} at the start (the teacher), {losses['fake']:.2f} after")
+    assert losses["fake"] < 0.98 * losses[None], losses  # measured: 2.50 -> 2.39 (pytest -s)
 
 
 @pytest.mark.slow

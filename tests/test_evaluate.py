@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dollar import world
+from dollar.config import parse_config
 from dollar.evaluate import evaluate, main, render, render_seeds, score_videos
 from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec
 from dollar.models.probe import AttributeProbe
@@ -122,9 +123,8 @@ def test_a_tiny_probe_trains_saves_as_safetensors_and_reloads(tmp_path):
     import train_probe
 
     out = tmp_path / "probe"
-    result = train_probe.main(
-        ["--clips", "48", "--steps", "3", "--batch_size", "8", "--eval_seeds", "1", "--eval_pairs", "2", "--output_dir", str(out)]
-    )
+    argv = ["--clips", "48", "--steps", "3", "--batch_size", "8", "--eval_seeds", "1", "--eval_pairs", "2", "--output_dir", str(out)]
+    result = train_probe.main(parse_config(train_probe.ProbeTrainConfig, argv))
     files = set(os.listdir(out))
     assert {"config.json", "diffusion_pytorch_model.safetensors", "README.md", "probe_eval.json"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)

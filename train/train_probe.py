@@ -3,6 +3,7 @@
     python train/train_probe.py --threads 2 --output_dir assets/probe   # ~25 minutes on 2 CPU threads
     python train/train_probe.py --clips 512 --steps 30 --output_dir /tmp/probe   # a smoke run
     python train/train_probe.py ... --resume latest   # continue from the newest complete checkpoint
+    python train/train_probe.py --config probe.yaml --steps 300   # fields from a YAML file; flags win over it
 
 Reads top to bottom: render the training clips (split "train": the 64 held-out colour-shape-
 motion combinations never appear), train, measure the probe on held-out clips (the 64 held-out
@@ -12,12 +13,12 @@ prompts, and two-object scenes), save ``diffusion_pytorch_model.safetensors`` + 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -25,38 +26,48 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
 from dollar.checkpointing import load_checkpoint, save_checkpoint  # noqa: E402
+from dollar.config import parse_config  # noqa: E402
 from dollar.models.probe import AttributeProbe, attribute_accuracy, probe_loss, probe_targets  # noqa: E402
 from dollar.reports import probe_card  # noqa: E402
 
-DEFAULTS = dict(
-    output_dir="assets/probe",
-    clips=3000,  # rendered once and kept in memory (~0.2 MB each)
-    two_object_fraction=0.4,
-    steps=1500,
-    batch_size=32,
-    learning_rate=4e-3,
-    weight_decay=1e-4,
-    warmup_steps=30,
-    seed=0,
-    eval_seeds=4,  # renders of each of the 64 held-out prompts
-    eval_pairs=128,  # two-object held-out scenes
-    threads=1,
-    log_every=25,
-    checkpoint_every=100,  # to <output_dir>/checkpoints/step-*, the newest keep_checkpoints kept
-    keep_checkpoints=2,
-    resume="",  # "latest": the newest complete checkpoint; or a checkpoint folder
-)
+
+@dataclass
+class ProbeTrainConfig:
+    output_dir: str = "assets/probe"
+    config: str = ""  # YAML file with any of these fields; command-line flags override it
+    clips: int = 3000  # rendered once and kept in memory (~0.2 MB each)
+    two_object_fraction: float = 0.4
+    steps: int = 1500
+    batch_size: int = 32
+    learning_rate: float = 4e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 30
+    seed: int = 0
+    eval_seeds: int = 4  # renders of each of the 64 held-out prompts
+    eval_pairs: int = 128  # two-object held-out scenes
+    threads: int = 1
+    log_every: int = 25
+    checkpoint_every: int = 100  # to <output_dir>/checkpoints/step-*, the newest keep_checkpoints kept
+    keep_checkpoints: int = 2
+    resume: str = ""  # "latest": the newest complete checkpoint; or a checkpoint folder
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    for key, value in DEFAULTS.items():
-        p.add_argument(f"--{key}", type=type(value), default=value)
-    args = p.parse_args(argv)
-    for key in ("clips", "steps", "batch_size", "eval_seeds", "eval_pairs", "threads", "checkpoint_every", "keep_checkpoints"):
-        if getattr(args, key) < 1:
-            p.error(f"--{key} must be a positive integer, got {getattr(args, key)}")
-    return args
+def validate(cfg: ProbeTrainConfig) -> None:
+    """Every user error, with one sentence, before any work starts."""
+    for key in (
+        "clips",
+        "steps",
+        "batch_size",
+        "warmup_steps",
+        "eval_seeds",
+        "eval_pairs",
+        "threads",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+    ):
+        if getattr(cfg, key) < 1:
+            raise SystemExit(f"error: --{key} must be a positive whole number, got {getattr(cfg, key)}.")
 
 
 def render_training_clips(n: int, two_object_fraction: float, seed: int, mask_frame_stride: int):
@@ -105,35 +116,35 @@ class GeneratorState:
         self.rng.bit_generator.state = state
 
 
-def main(argv=None) -> dict:
+def main(cfg: ProbeTrainConfig) -> dict:
     from accelerate import Accelerator
 
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+    validate(cfg)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     start = time.perf_counter()
 
     probe = AttributeProbe()
-    videos, scenes, masks = render_training_clips(args.clips, args.two_object_fraction, args.seed, probe.config.silhouette_frame_stride)
+    videos, scenes, masks = render_training_clips(cfg.clips, cfg.two_object_fraction, cfg.seed, probe.config.silhouette_frame_stride)
     print(f"rendered {len(videos)} training clips in {time.perf_counter() - start:.0f} s")
 
     targets = [probe_targets(s, probe) for s in scenes]
-    opt = torch.optim.AdamW(probe.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    rng = np.random.default_rng(args.seed)
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)
     accelerator = Accelerator(cpu=True)
     accelerator.register_for_checkpointing(probe, opt, GeneratorState(rng))  # with torch's and numpy's global RNG states
-    ckpt_root = os.path.join(args.output_dir, "checkpoints")
+    ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     try:
-        saved = load_checkpoint(accelerator, args.resume, ckpt_root)
+        saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     first, log = (saved["step"] + 1, saved["log"]) if saved else (1, [])
     probe.train()
-    for step in range(first, args.steps + 1):
-        lr = args.learning_rate * min(step / args.warmup_steps, 0.5 * (1 + math.cos(math.pi * step / args.steps)))
+    for step in range(first, cfg.steps + 1):
+        lr = cfg.learning_rate * min(step / cfg.warmup_steps, 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
-        idx = rng.integers(0, len(videos), args.batch_size)
+        idx = rng.integers(0, len(videos), cfg.batch_size)
         present = torch.stack([targets[i]["colours"] for i in idx])
         # one object per clip per step; two-object clips alternate between their objects
         which = [int(rng.integers(len(targets[i]["objects"]))) for i in idx]
@@ -143,42 +154,38 @@ def main(argv=None) -> dict:
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
-        if step % args.log_every == 0 or step == args.steps:
+        if step % cfg.log_every == 0 or step == cfg.steps:
             row = {"step": step, "lr": lr, **{k: round(v.item(), 4) for k, v in losses.items()}}
             log.append(row)
             print(json.dumps(row), flush=True)
-        if step % args.checkpoint_every == 0 and step < args.steps:
-            save_checkpoint(
-                accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step, "log": log}, keep=args.keep_checkpoints
-            )
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save_checkpoint(accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step, "log": log}, keep=cfg.keep_checkpoints)
     train_seconds = time.perf_counter() - start
 
     probe.eval()
-    (singles, single_objs), (pairs, pair_objs) = heldout_eval_sets(args.eval_seeds, args.eval_pairs)
+    (singles, single_objs), (pairs, pair_objs) = heldout_eval_sets(cfg.eval_seeds, cfg.eval_pairs)
     result = {
         "heldout_single_object": attribute_accuracy(probe, singles, single_objs),
         "heldout_two_object": attribute_accuracy(probe, pairs, pair_objs),
         # each clip against the next prompt's objects (clips come in runs of eval_seeds per prompt)
-        "shuffled_prompts_single_object": attribute_accuracy(
-            probe, singles, single_objs[args.eval_seeds :] + single_objs[: args.eval_seeds]
-        ),
+        "shuffled_prompts_single_object": attribute_accuracy(probe, singles, single_objs[cfg.eval_seeds :] + single_objs[: cfg.eval_seeds]),
         "train_seconds": train_seconds,
-        "threads": args.threads,
-        "config": vars(args),
+        "threads": cfg.threads,
+        "config": asdict(cfg),
     }
     print(json.dumps({k: result[k] for k in ("heldout_single_object", "heldout_two_object", "shuffled_prompts_single_object")}, indent=1))
 
-    os.makedirs(args.output_dir, exist_ok=True)
-    probe.save_pretrained(args.output_dir, safe_serialization=True)
-    with open(os.path.join(args.output_dir, "probe_eval.json"), "w") as f:
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    probe.save_pretrained(cfg.output_dir, safe_serialization=True)
+    with open(os.path.join(cfg.output_dir, "probe_eval.json"), "w") as f:
         json.dump(result, f, indent=2)
-    with open(os.path.join(args.output_dir, "train_log.jsonl"), "w") as f:
+    with open(os.path.join(cfg.output_dir, "train_log.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in log)
-    with open(os.path.join(args.output_dir, "README.md"), "w") as f:
+    with open(os.path.join(cfg.output_dir, "README.md"), "w") as f:
         f.write(probe_card(result, probe))
-    print(f"saved to {args.output_dir} ({time.perf_counter() - start:.0f} s in all)")
+    print(f"saved to {cfg.output_dir} ({time.perf_counter() - start:.0f} s in all)")
     return result
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(ProbeTrainConfig))

@@ -3,6 +3,7 @@ conjugate-velocity loss on the 1000-step DDPM schedule and ~10% prompt dropout f
 
     python train/train_teacher.py --vae assets/vae --output_dir assets/teacher
     accelerate launch train/train_teacher.py ...        # several GPUs; --mixed_precision bf16
+    python train/train_teacher.py --config teacher.yaml --max_steps 300   # fields from a YAML file; flags win over it
 
 Reads top to bottom: encode the data once (VAE latents + MiniLM token states, cached as
 safetensors), build, loop, log, save. ``--resume latest`` continues from the newest complete checkpoint. A stop at
@@ -27,10 +28,10 @@ from diffusers import DDIMScheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
+from dollar.config import parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
 from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, DollarWanTransformer3DModel, set_attention_backend  # noqa: E402
@@ -42,6 +43,7 @@ from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
 @dataclass
 class TeacherTrainConfig:
     output_dir: str = "assets/teacher"
+    config: str = ""  # YAML file with any of these fields; command-line flags override it
     vae: str = "assets/vae"
     data: str = ""  # a CSV (video_path,caption) or folder of clips; empty = the procedural world
     num_clips: int = 6000
@@ -218,5 +220,4 @@ def save_pipeline(cfg: TeacherTrainConfig, accelerator, transformer, ema, vae, s
 
 
 if __name__ == "__main__":
-    (config,) = HfArgumentParser(TeacherTrainConfig).parse_args_into_dataclasses()
-    main(config)
+    main(parse_config(TeacherTrainConfig))

@@ -1,6 +1,7 @@
 """Train the video VAE on the procedural world (dollar.models.CausalVideoAutoencoder).
 
     python train/train_vae.py --output_dir assets/vae --max_steps 1500
+    python train/train_vae.py --config vae.yaml --max_steps 300      # fields from a YAML file; flags win over it
 
 Reads top to bottom: build, loop, log, save. Resumes from the newest complete checkpoint in
 ``<output_dir>/checkpoints`` with ``--resume latest``. The loss is L1 + MSE on pixels plus a small L2 pull on the latents.
@@ -20,10 +21,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
+from dollar.config import parse_config  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
@@ -32,6 +33,7 @@ from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 @dataclass
 class VAETrainConfig:
     output_dir: str = "assets/vae"
+    config: str = ""  # YAML file with any of these fields; command-line flags override it
     max_steps: int = 1500
     batch_size: int = 4
     learning_rate: float = 6e-4
@@ -156,5 +158,4 @@ def set_latent_statistics(vae, n: int) -> None:
 
 
 if __name__ == "__main__":
-    (config,) = HfArgumentParser(VAETrainConfig).parse_args_into_dataclasses()
-    main(config)
+    main(parse_config(VAETrainConfig))

@@ -16,62 +16,13 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checker import checker_accuracy  # noqa: E402
-from dollar.data import video_to_tensor  # noqa: E402
-from dollar.evaluate import DEFAULT_PROBE, checker_figures, render_seeds  # noqa: E402
-from dollar.metrics import psnr  # noqa: E402
+from dollar.evaluate import checker_figures, render_seeds, vae_quality  # noqa: E402
 from dollar.model_specs import ModelSpec, load_pipeline  # noqa: E402
-from dollar.models.probe import AttributeProbe, attribute_accuracy  # noqa: E402
-from dollar.pipeline import postprocess_video  # noqa: E402
 from dollar.reports import percent_ci  # noqa: E402
-
-
-def vae_quality(pipe, n: int) -> dict:
-    """PSNR on held-out world clips (split 'eval', one and two objects) and decode time."""
-    scores, decode_times = [], []
-    with torch.no_grad():
-        for seed in range(n):
-            frames, _, _ = world.make_sample(50_000 + seed, level=1 + seed % 2, split="eval")
-            x = video_to_tensor(frames)[None]
-            z = pipe.vae.encode(x).latent_dist.mode()
-            start = time.perf_counter()
-            recon = pipe.vae.decode(z).sample
-            decode_times.append(time.perf_counter() - start)
-            scores.append(psnr(recon.clamp(-1, 1), x))
-    latent = tuple(z.shape[1:])
-    # Does the VAE keep what the checker reads? Round-trip the real held-out clips.
-    prompts = world.heldout_prompts()
-    real = [world.render(world.make_scene(p.objects, p.background, seed=3)) for p in prompts]
-    with torch.no_grad():
-        recon = []
-        for v in real:
-            z = pipe.vae.encode(video_to_tensor(v)[None]).latent_dist.mode()
-            recon.append(postprocess_video(pipe.vae.decode(z).sample.clamp(-1, 1), "np")[0])
-    objects = [p.objects for p in prompts]
-    # Shape is read by the attribute probe (the checker has no shape): how much of it survives the VAE?
-    shapes = {}
-    if os.path.exists(os.path.join(DEFAULT_PROBE, "config.json")):
-        probe = AttributeProbe.from_pretrained(DEFAULT_PROBE).eval()
-        shapes = {
-            "probe_shape_on_real": attribute_accuracy(probe, np.stack(real), objects)["shape"],
-            "probe_shape_on_reconstructions": attribute_accuracy(probe, np.stack(recon), objects)["shape"],
-        }
-    return {
-        "checker_on_real": checker_accuracy(real, objects),
-        "checker_on_reconstructions": checker_accuracy(recon, objects),
-        **shapes,
-        "videos": n,
-        "psnr_db_mean": statistics.fmean(scores),
-        "psnr_db_min": min(scores),
-        "decode_s_median": statistics.median(decode_times),
-        "latent_shape": latent,
-        "compression": (x[0].numel()) / z[0].numel(),
-    }
 
 
 def heldout_accuracy(pipe, steps: int, guidance: float, seeds: int) -> dict:
@@ -127,7 +78,7 @@ def main() -> None:
     result = {
         "model": args.model,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__},
-        "vae": vae_quality(pipe, args.vae_videos),
+        "vae": vae_quality(pipe.vae, args.vae_videos),
         "latency_teacher_50": end_to_end(pipe, args.latency_runs, guidance),
         "heldout": [heldout_accuracy(pipe, 50, guidance, args.seeds)]
         + [heldout_accuracy(pipe, k, guidance, args.seeds) for k in (1, 2, 4)],

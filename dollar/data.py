@@ -36,18 +36,20 @@ class WorldVideoDataset(Dataset):
         seed: int = 0,
         split: str = "train",
         two_object_fraction: float = 0.0,
+        vocabulary: str = "world",
         num_frames: int = world.NUM_FRAMES,
         height: int = world.HEIGHT,
         width: int = world.WIDTH,
     ):
         self.length, self.seed, self.split, self.two_object_fraction = length, seed, split, two_object_fraction
+        self.vocabulary = vocabulary  # "world": the world's own phrasings; "rich": also training synonyms
         self.size = (num_frames, height, width)  # a teacher's own size; the world renders at 17x64x64
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, i: int) -> dict:
-        frames, text, _ = world.make_sample(self.seed + i, level=self._level(i), split=self.split)
+        frames, text, _ = world.make_sample(self.seed + i, level=self._level(i), split=self.split, vocabulary=self.vocabulary)
         return {"video": video_to_tensor(fit_clip(frames, *self.size)), "caption": text}
 
     def _level(self, i: int) -> int:
@@ -55,8 +57,9 @@ class WorldVideoDataset(Dataset):
 
     def captions(self, i: int, k: int) -> list[str]:
         """``k`` captions of clip ``i``: its own, then other phrasings of the same scene."""
-        _, text, scene = world.make_sample(self.seed + i, level=self._level(i), split=self.split)
-        return [text] + [world.caption(scene, np.random.default_rng([self.seed + i, j, 7])) for j in range(1, k)]
+        _, text, scene = world.make_sample(self.seed + i, level=self._level(i), split=self.split, vocabulary=self.vocabulary)
+        rngs = [np.random.default_rng([self.seed + i, j, 7]) for j in range(1, k)]
+        return [text] + [world.caption(scene, rng, self.vocabulary) for rng in rngs]
 
 
 class VideoFolderDataset(Dataset):

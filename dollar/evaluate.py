@@ -101,6 +101,66 @@ def render_seeds(pipe, spec: ModelSpec | None, prompts: list[PromptSpec], seeds,
     return np.concatenate([render(pipe, spec, prompts, seed, batch_size)[0] for seed in seeds])
 
 
+# --- the VAE ------------------------------------------------------------------------------
+
+
+def vae_quality(vae, clips: int = 64, seeds: Sequence[int] = (3,), two_object_scenes: int = 0, probe_path: str = DEFAULT_PROBE) -> dict:
+    """What a generator in this VAE's latent space can reach: reconstruction PSNR on ``clips``
+    held-out world clips (split 'eval', one and two objects alternating) and decode time; the
+    checker (colour, motion) and the attribute probe (shape; composition on ``two_object_scenes``
+    two-object prompts) on the real clips of the held-out prompts under ``seeds`` and on their
+    reconstructions."""
+    from dollar.data import video_to_tensor
+    from dollar.models.probe import AttributeProbe, attribute_accuracy
+    from dollar.pipeline import postprocess_video
+
+    def roundtrip(frames: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, float]:
+        x = video_to_tensor(frames)[None].to(vae.dtype)
+        z = vae.encode(x).latent_dist.mode()
+        start = time.perf_counter()
+        recon = vae.decode(z).sample.float().clamp(-1, 1)
+        return postprocess_video(recon, "np")[0], x.float(), recon, time.perf_counter() - start
+
+    scores, decode_times = [], []
+    with torch.no_grad():
+        for seed in range(clips):
+            frames, _, _ = world.make_sample(50_000 + seed, level=1 + seed % 2, split="eval")
+            _, x, recon, seconds = roundtrip(frames)
+            decode_times.append(seconds)
+            scores.append(metrics.psnr(recon, x))
+        z = vae.encode(x.to(vae.dtype)).latent_dist.mode()
+        prompts = [p for _ in seeds for p in world.heldout_prompts()]
+        real = [world.render(world.make_scene(p.objects, p.background, seed=s)) for s in seeds for p in world.heldout_prompts()]
+        recon = [roundtrip(v)[0] for v in real]
+        pairs = world.two_object_prompt_specs(two_object_scenes)
+        real2 = [world.render(world.scene_for_prompt(p, seed=i)) for i, p in enumerate(pairs)]
+        recon2 = [roundtrip(v)[0] for v in real2]
+    objects = [p.objects for p in prompts]
+    result = {
+        "checker_on_real": checker_accuracy(real, objects),
+        "checker_on_reconstructions": checker_accuracy(recon, objects),
+    }
+    # Shape is read by the attribute probe (the checker has no shape): how much of it survives the VAE?
+    if os.path.exists(os.path.join(probe_path, "config.json")):
+        probe = AttributeProbe.from_pretrained(probe_path).eval()
+        result["probe_shape_on_real"] = attribute_accuracy(probe, np.stack(real), objects)["shape"]
+        result["probe_shape_on_reconstructions"] = attribute_accuracy(probe, np.stack(recon), objects)["shape"]
+        result["probe_videos"] = len(real)
+        if pairs:
+            two = [[dict(o) for o in p.objects] for p in pairs]
+            result["probe_on_two_object_real"] = attribute_accuracy(probe, np.stack(real2), two)
+            result["probe_on_two_object_reconstructions"] = attribute_accuracy(probe, np.stack(recon2), two)
+    return {
+        **result,
+        "videos": clips,
+        "psnr_db_mean": float(np.mean(scores)),
+        "psnr_db_min": float(min(scores)),
+        "decode_s_median": float(np.median(decode_times)),
+        "latent_shape": tuple(z.shape[1:]),
+        "compression": x[0].numel() / z[0].numel(),
+    }
+
+
 # --- scoring ------------------------------------------------------------------------------
 
 

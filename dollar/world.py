@@ -68,6 +68,54 @@ BACKGROUND_PHRASES = {
     "dark blue": ("on a dark blue background", "against a navy backdrop", "over midnight blue"),
 }
 
+# Words a person would use that the world's own phrasings above never do. Captions draw from the
+# training synonyms with ``vocabulary="rich"`` (the bundled teacher's data); the held-out synonyms
+# never appear in any caption and measure how far the text encoder carries a colour or shape to
+# words the teacher was not trained on (:func:`synonym_prompt_specs`). Both are parsed.
+COLOUR_SYNONYMS = {
+    "red": ("crimson", "scarlet", "cherry"),
+    "orange": ("tangerine", "amber", "apricot"),
+    "yellow": ("golden", "lemon", "canary"),
+    "green": ("emerald", "lime", "grassy"),
+    "cyan": ("turquoise", "aqua", "teal"),
+    "blue": ("azure", "cobalt", "sapphire"),
+    "purple": ("violet", "lavender", "plum"),
+    "white": ("snowy", "ivory", "milky"),
+}
+HELDOUT_COLOUR_SYNONYMS = {
+    "red": ("ruby", "vermilion"),
+    "orange": ("copper", "marigold"),
+    "yellow": ("mustard", "sunflower"),
+    "green": ("jade", "mint"),
+    "cyan": ("aquamarine", "seafoam"),
+    "blue": ("cerulean", "ultramarine"),
+    "purple": ("amethyst", "grape"),
+    "white": ("pearl", "chalk"),
+}
+SHAPE_SYNONYMS = {
+    "circle": ("round dot", "orb", "round spot"),
+    "square": ("tile", "quadrate", "four-sided block"),
+    "triangle": ("pyramid", "three-sided shape", "trigon"),
+    "diamond": ("kite", "rhomb", "lozenge shape"),
+    "cross": ("plus", "plus mark", "cross mark"),
+}
+HELDOUT_SHAPE_SYNONYMS = {
+    "circle": ("sphere", "coin"),
+    "square": ("cube", "slab"),
+    "triangle": ("arrowhead", "delta"),
+    "diamond": ("gem", "rhomboid"),
+    "cross": ("crucifix", "addition sign"),
+}
+VOCABULARIES = ("world", "rich")
+
+
+def _parse_table(*tables: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    return {k: tuple(p for t in tables for p in t[k]) for k in tables[0]}
+
+
+_PARSE_COLOURS = _parse_table(COLOUR_PHRASES, COLOUR_SYNONYMS, HELDOUT_COLOUR_SYNONYMS)
+_PARSE_SHAPES = _parse_table(SHAPE_PHRASES, SHAPE_SYNONYMS, HELDOUT_SHAPE_SYNONYMS)
+
 _SPEED_PX = {"slow": (0.9, 1.3), "fast": (1.8, 2.4)}  # pixels per frame
 _SIZE_PX = {"small": (5.5, 7.5), "large": (10.0, 12.5)}  # object radius
 
@@ -279,11 +327,20 @@ def render_masks(scene: Scene, frames: Sequence[int] | None = None, num_frames: 
     return masks.astype(np.float32)
 
 
-def _describe(obj: ObjectSpec, rng: np.random.Generator) -> str:
+def _describe(obj: ObjectSpec, rng: np.random.Generator, vocabulary: str = "world", words: tuple[str, str] | None = None) -> str:
+    """One object in words; ``words`` = (colour, shape) phrases to use instead of drawn ones."""
+
     def pick(phrases):
         return phrases[int(rng.integers(len(phrases)))]
 
     size, colour, shape = pick(SIZE_PHRASES[obj.size]), pick(COLOUR_PHRASES[obj.colour]), pick(SHAPE_PHRASES[obj.shape])
+    if vocabulary == "rich":  # half the time a training synonym instead, drawn after the world's words
+        if rng.random() < 0.5:
+            colour = pick(COLOUR_SYNONYMS[obj.colour])
+        if rng.random() < 0.5:
+            shape = pick(SHAPE_SYNONYMS[obj.shape])
+    if words is not None:
+        colour, shape = words
     motion = pick(MOTION_PHRASES[obj.motion])
     if obj.motion in TRANSLATIONS or obj.motion == "bouncing":
         motion = f"{motion} {pick(SPEED_PHRASES[obj.speed])}"
@@ -294,9 +351,15 @@ def _describe(obj: ObjectSpec, rng: np.random.Generator) -> str:
     return ("an " if text[0] in "aeiou" else "a ") + text
 
 
-def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A templated caption; phrasing and word order are drawn from ``rng``."""
-    objects = " and ".join(_describe(o, rng) for o in scene.objects)
+def caption(scene: Scene, rng: np.random.Generator, vocabulary: str = "world", words: list[tuple[str, str]] | None = None) -> str:
+    """A templated caption; phrasing and word order are drawn from ``rng``. ``vocabulary="world"``
+    uses the world's own phrasings, ``"rich"`` also the training synonyms; ``words`` fixes each
+    object's (colour, shape) phrases."""
+    if vocabulary not in VOCABULARIES:
+        raise ValueError(f"vocabulary must be one of {VOCABULARIES}, got {vocabulary!r}")
+    objects = " and ".join(
+        _describe(o, rng, vocabulary, None if words is None else words[i]) for i, o in enumerate(scene.objects)
+    )
     bg = BACKGROUND_PHRASES[scene.background][int(rng.integers(3))]
     if rng.random() < 0.5:
         return f"{objects} {bg}"
@@ -309,11 +372,11 @@ def make_scene(objects: tuple[ObjectSpec, ...], background: str, seed: int) -> S
     return Scene(tuple(objects), background, _draw_params(tuple(objects), background, rng))
 
 
-def make_sample(seed: int, level: int = 1, split: str = "train") -> tuple[np.ndarray, str, Scene]:
+def make_sample(seed: int, level: int = 1, split: str = "train", vocabulary: str = "world") -> tuple[np.ndarray, str, Scene]:
     """``(video uint8 [T,H,W,3], caption, scene)``, a pure function of its arguments."""
     rng = np.random.default_rng([seed, level, 0 if split == "train" else 1])
     scene = sample_scene(rng, level=level, split=split)
-    return render(scene), caption(scene, rng), scene
+    return render(scene), caption(scene, rng, vocabulary), scene
 
 
 def _find(text: str, table: dict[str, tuple[str, ...]]) -> tuple[str | None, str]:
@@ -340,8 +403,8 @@ def parse_prompt(prompt: str) -> tuple[list[dict[str, str | None]], str | None]:
             ("motion", MOTION_PHRASES),
             ("speed", SPEED_PHRASES),
             ("size", SIZE_PHRASES),
-            ("shape", SHAPE_PHRASES),
-            ("colour", COLOUR_PHRASES),
+            ("shape", _PARSE_SHAPES),
+            ("colour", _PARSE_COLOURS),
         ):
             attrs[name], part = _find(part, table)
         if any(v is not None for v in attrs.values()):
@@ -375,6 +438,28 @@ def sampled_prompt_specs(n: int, offset: int, level: int, split: str) -> list[Pr
     for i in range(n):
         _, text, scene = make_sample(offset + i, level=level, split=split)
         out.append(PromptSpec(text, tuple(asdict(o) for o in scene.objects), scene.background))
+    return out
+
+
+def synonym_prompt_specs(synonyms: str = "heldout", n: int = 64) -> list[PromptSpec]:
+    """The held-out prompts (same objects and backgrounds, same other words) with each colour and
+    shape said in a synonym: ``"heldout"`` words no caption ever used, ``"train"`` the training
+    synonyms, ``"world"`` the world's own words (the reference they are compared with). Synonyms
+    rotate over the prompts, so each is used about equally."""
+    tables = {
+        "heldout": (HELDOUT_COLOUR_SYNONYMS, HELDOUT_SHAPE_SYNONYMS),
+        "train": (COLOUR_SYNONYMS, SHAPE_SYNONYMS),
+        "world": ({c: (c,) for c in COLOURS}, {s: (s,) for s in SHAPES}),
+    }
+    if synonyms not in tables:
+        raise ValueError(f"synonyms must be one of {sorted(tables)}, got {synonyms!r}")
+    colours, shapes = tables[synonyms]
+    out = []
+    for i, p in enumerate(heldout_prompts(n)):
+        obj = p.objects[0]
+        words = (colours[obj.colour][i % len(colours[obj.colour])], shapes[obj.shape][(i // 2) % len(shapes[obj.shape])])
+        text = caption(Scene(p.objects, p.background), np.random.default_rng([i, 2024]), words=[words])
+        out.append(PromptSpec(text, tuple(asdict(o) for o in p.objects), p.background))
     return out
 
 

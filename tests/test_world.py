@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -21,10 +23,11 @@ def test_vocabulary_meets_the_brief():
         assert all(len(set(p)) >= 3 for p in table.values())
 
 
+@pytest.mark.parametrize("vocabulary", world.VOCABULARIES)
 @pytest.mark.parametrize("level", [1, 2])
-def test_captions_name_the_attributes_of_the_scene(level):
+def test_captions_name_the_attributes_of_the_scene(level, vocabulary):
     for seed in range(150):
-        _, text, scene = world.make_sample(seed, level=level)
+        _, text, scene = world.make_sample(seed, level=level, vocabulary=vocabulary)
         objects, background = world.parse_prompt(text)
         assert background == scene.background, text
         assert len(objects) == level, text
@@ -111,3 +114,39 @@ def test_render_masks_mark_where_each_object_is_drawn():
     np.testing.assert_array_equal(video[empty], background[empty])
     assert (masks.sum(0) <= 1 + 1e-6).all()  # visible coverage: the later object hides the earlier
     np.testing.assert_array_equal(world.render_masks(scene, frames=[0, 8, 16]), masks[:, [0, 8, 16]])
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z-]+", text.lower()))
+
+
+def test_rich_captions_use_training_synonyms_and_never_a_heldout_one():
+    captions = [world.make_sample(seed, level=1 + seed % 2, vocabulary="rich")[1] for seed in range(600)]
+    seen = set().union(*map(_words, captions))
+    train = {w for t in (world.COLOUR_SYNONYMS, world.SHAPE_SYNONYMS) for ps in t.values() for p in ps for w in p.split()}
+    heldout = {p for t in (world.HELDOUT_COLOUR_SYNONYMS, world.HELDOUT_SHAPE_SYNONYMS) for ps in t.values() for p in ps}
+    assert len(train & seen) >= 0.9 * len(train)
+    joined = " | ".join(captions)
+    assert not [p for p in heldout if re.search(rf"\\b{re.escape(p)}\\b", joined)]
+    # The world's own vocabulary is untouched: the same seed gives the caption it always gave.
+    assert world.make_sample(5)[1] == world.make_sample(5, vocabulary="world")[1]
+    assert world.make_sample(5)[1] != world.make_sample(5, vocabulary="rich")[1] or world.make_sample(6)[1] != world.make_sample(6, vocabulary="rich")[1]
+
+
+@pytest.mark.parametrize("synonyms", ["world", "train", "heldout"])
+def test_synonym_prompts_are_the_heldout_prompts_in_other_words(synonyms):
+    specs = world.synonym_prompt_specs(synonyms)
+    reference = world.heldout_prompt_specs()
+    assert [s.objects for s in specs] == [r.objects for r in reference]
+    table = {"world": None, "train": world.COLOUR_SYNONYMS, "heldout": world.HELDOUT_COLOUR_SYNONYMS}[synonyms]
+    for spec in specs:
+        obj = spec.objects[0]
+        parsed = world.parse_prompt(spec.prompt)[0][0]
+        assert (parsed["colour"], parsed["shape"]) == (obj["colour"], obj["shape"]), spec.prompt
+        if table is not None:
+            text = spec.prompt.lower()
+            for phrase in (p for ps in world.BACKGROUND_PHRASES.values() for p in ps):
+                text = text.replace(phrase, "")
+            assert any(word in text for word in table[obj["colour"]]) and obj["colour"] not in _words(text), spec.prompt
+    with pytest.raises(ValueError, match="synonyms must be one of"):
+        world.synonym_prompt_specs("slang")

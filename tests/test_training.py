@@ -153,3 +153,24 @@ def test_decoder_only_fine_tuning_keeps_the_latent_space(tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(start.encoder.parameters(), after.encoder.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(start.decoder_high.parameters(), after.decoder_high.parameters()))
     assert torch.equal(after.latents_mean, start.latents_mean)
+
+
+def test_vae_architecture_comes_from_vae_config(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import pytest
+    import train_vae
+
+    from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder
+
+    assert train_vae.vae_kwargs("") == TINY_VAE_CONFIG
+    kwargs = train_vae.vae_kwargs('{"patch_size": 2, "latent_channels": 16}')
+    assert kwargs == {**TINY_VAE_CONFIG, "patch_size": 2, "latent_channels": 16}
+    spec = tmp_path / "vae.json"
+    spec.write_text('{"latent_channels": 48}')
+    vae = CausalVideoAutoencoder(**train_vae.vae_kwargs(str(spec)))
+    z = vae.encode(torch.zeros(1, 3, 5, 32, 32)).latent_dist.mode()
+    assert tuple(z.shape) == (1, 48, 2, 4, 4)
+    with pytest.raises(SystemExit, match="unknown keys \\['patch'\\]"):
+        train_vae.vae_kwargs('{"patch": 2}')
+    with pytest.raises(SystemExit, match="must be JSON text or a JSON file"):
+        train_vae.vae_kwargs("{patch_size: 2")

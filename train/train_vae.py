@@ -51,6 +51,23 @@ class VAETrainConfig:
     mixed_precision: str = "no"
     init_from: str = ""  # start from a saved VAE folder
     decoder_only: bool = False  # with init_from: train the decoder alone, keeping the latent space
+    vae_config: str = ""  # JSON (inline or a file) of CausalVideoAutoencoder kwargs over the default, e.g. '{"patch_size": 2}'
+
+
+def vae_kwargs(spec: str) -> dict:
+    """The default architecture (``TINY_VAE_CONFIG``) with the keys of ``spec`` (JSON text or a JSON file) over it."""
+    kwargs = dict(TINY_VAE_CONFIG)
+    if spec:
+        try:
+            text = open(spec).read() if os.path.isfile(spec) else spec
+            extra = json.loads(text)
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"error: --vae_config must be JSON text or a JSON file of CausalVideoAutoencoder arguments ({err}).") from None
+        unknown = sorted(set(extra) - set(kwargs) - {"in_channels", "norm_num_groups"})
+        if unknown:
+            raise SystemExit(f"error: --vae_config has unknown keys {unknown}; use {sorted(kwargs)}.")
+        kwargs.update(extra)
+    return kwargs
 
 
 def foreground_mask(video: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
@@ -82,7 +99,7 @@ def main(cfg: VAETrainConfig) -> None:
     if cfg.init_from:
         vae = CausalVideoAutoencoder.from_pretrained(cfg.init_from)
     else:
-        vae = CausalVideoAutoencoder(**TINY_VAE_CONFIG)
+        vae = CausalVideoAutoencoder(**vae_kwargs(cfg.vae_config))
     if cfg.decoder_only:
         # Fine-tune the decoder of a VAE a teacher already works with: the latent space (and
         # its statistics) stays exactly the same, so the teacher needs no retraining.
@@ -128,7 +145,7 @@ def main(cfg: VAETrainConfig) -> None:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        record = {"step": step, "loss": loss.item(), "rec": rec.item(), "latent_l2": kl.item(), "lr": schedule.get_last_lr()[0]}
+        record = {"step": step, "seconds": round(time.time() - start, 1), "loss": loss.item(), "rec": rec.item(), "latent_l2": kl.item(), "lr": schedule.get_last_lr()[0]}
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             record["eval_psnr"] = evaluate(accelerator.unwrap_model(vae), cfg.eval_videos)
             accelerator.print(f"step {step}: held-out PSNR {record['eval_psnr']:.2f} dB")

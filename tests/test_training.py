@@ -90,9 +90,14 @@ def test_teacher_script_trains_saves_and_resumes(tmp_path):
         "2",
         "--save_fp16",
         "false",
+        "--two_object_fraction",
+        "0.5",
+        "--vocabulary",
+        "rich",
     ]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     subprocess.run(common + ["--max_steps", "2"], check=True, env=env, capture_output=True)
+    assert os.listdir(out / "cache") == ["latents-8x2-two0.5-rich.safetensors"]
     subprocess.run(common + ["--max_steps", "4", "--resume", "true"], check=True, env=env, capture_output=True)
     steps = [json.loads(line)["step"] for line in open(out / "train_log.jsonl")]
     assert steps == [1, 2, 3, 4]

@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dollar import world  # noqa: E402
 from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.config import parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
@@ -48,6 +49,8 @@ class TeacherTrainConfig:
     data: str = ""  # a CSV (video_path,caption) or folder of clips; empty = the procedural world
     num_clips: int = 6000
     captions_per_clip: int = 2
+    two_object_fraction: float = 0.0  # world clips with two objects (the rest have one)
+    vocabulary: str = "world"  # world captions: "world" (its own phrasings) or "rich" (also training synonyms)
     cache_dir: str = ""  # default: <output_dir>/cache
     max_steps: int = 1500
     batch_size: int = 64
@@ -73,14 +76,17 @@ class TeacherTrainConfig:
 def build_cache(cfg: TeacherTrainConfig, vae, accelerator) -> dict[str, torch.Tensor]:
     """Encode every clip once (normalized latents, token states per caption), cached on disk."""
     cache_dir = cfg.cache_dir or os.path.join(cfg.output_dir, "cache")
-    path = os.path.join(cache_dir, "latents.safetensors")
+    # The name says what was encoded, so a run with other data settings never reads a stale cache.
+    what = "" if cfg.data else f"-{cfg.num_clips}x{cfg.captions_per_clip}-two{cfg.two_object_fraction:g}-{cfg.vocabulary}"
+    path = os.path.join(cache_dir, f"latents{what}.safetensors")
     if os.path.exists(path):
         return load_file(path)
     tokenizer, text_encoder = load_text_encoder()
     if cfg.data:
         clips, captions_per_clip = VideoFolderDataset(cfg.data), 1
     else:
-        clips, captions_per_clip = WorldVideoDataset(cfg.num_clips, seed=0), cfg.captions_per_clip
+        clips = WorldVideoDataset(cfg.num_clips, seed=0, two_object_fraction=cfg.two_object_fraction, vocabulary=cfg.vocabulary)
+        captions_per_clip = cfg.captions_per_clip
     cache = encode_dataset(
         vae,
         lambda prompts: encode_prompts(tokenizer, text_encoder, prompts),
@@ -117,6 +123,8 @@ def main(cfg: TeacherTrainConfig) -> dict:
     set_seed(cfg.seed)
     if not os.path.isfile(os.path.join(cfg.vae, "config.json")):
         raise SystemExit(f"VAE folder {cfg.vae} not found (no config.json there); train one with train/train_vae.py or pass --vae.")
+    if cfg.vocabulary not in world.VOCABULARIES or not 0.0 <= cfg.two_object_fraction <= 1.0:
+        raise SystemExit(f"--vocabulary must be one of {world.VOCABULARIES} and --two_object_fraction between 0 and 1.")
     vae = CausalVideoAutoencoder.from_pretrained(cfg.vae).eval()
     cache = build_cache(cfg, vae, accelerator)
     latents, text_states, null_states = cache["latents"], cache["text_states"], cache["null_states"]
@@ -128,6 +136,8 @@ def main(cfg: TeacherTrainConfig) -> dict:
     else:
         model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
         model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
+        if not cfg.model_config:  # patches that keep the default 8x8 token grid, whatever the VAE's compression
+            model_kwargs["patch_size"] = (1, max(1, latents.shape[-2] // 8), max(1, latents.shape[-1] // 8))
         transformer = DollarWanTransformer3DModel(**model_kwargs)
     accelerator.print(f"attention backend: {set_attention_backend(transformer, cfg.attention_backend)}")
     if cfg.gradient_checkpointing:

@@ -154,3 +154,77 @@ def test_the_ranking_math_imports_no_database_library():
 
     code = "import dollar.ranking, sys; bad = [m for m in ('sqlalchemy', 'gradio', 'torch') if m in sys.modules]; assert not bad, bad"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- choosing the next pair ----------------------------------------------------------------
+
+
+def _totals(strengths, battles: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    k = len(strengths)
+    n, s = np.zeros((k, k)), np.zeros((k, k))
+    for _ in range(battles):
+        i, j = rng.choice(k, 2, replace=False)
+        win = float(rng.random() < 1 / (1 + np.exp(-(strengths[i] - strengths[j]))))
+        n[i, j] += 1
+        n[j, i] += 1
+        s[i, j] += win
+        s[j, i] += 1 - win
+    return n, s
+
+
+def test_order_uncertainty_is_the_laplace_posterior_of_each_gap():
+    from scipy.stats import norm
+
+    n, s = _totals(STRENGTHS, 300)
+    reg = ranking.DEFAULT_REG
+    beta = ranking.fit_bradley_terry_totals(n, s, reg)
+
+    def log_post(b):
+        d = b[:, None] - b[None, :]
+        return float((s * -np.log1p(np.exp(-d))).sum() - reg / 2 * b @ b)
+
+    # A second implementation: the Hessian by central finite differences of the log posterior.
+    k, h = len(beta), 1e-4
+    hess = np.zeros((k, k))
+    for a in range(k):
+        for b in range(k):
+            ea, eb = np.eye(k)[a] * h, np.eye(k)[b] * h
+            hess[a, b] = (log_post(beta + ea + eb) - log_post(beta + ea - eb) - log_post(beta - ea + eb) + log_post(beta - ea - eb)) / (4 * h * h)
+    cov = np.linalg.inv(-hess)
+    i, j = 1, 2
+    expected = norm.cdf(-abs(beta[i] - beta[j]) / np.sqrt(cov[i, i] + cov[j, j] - 2 * cov[i, j]))
+    got = ranking.order_uncertainty(n, s, reg)
+    assert got[i, j] == pytest.approx(expected, rel=1e-3)
+    assert np.allclose(got, got.T) and np.all(np.diag(got) == 0)
+    assert got[0, 5] < 1e-3 < got[1, 2]  # far apart: settled; neighbours: open
+    assert np.allclose(ranking.order_uncertainty(np.zeros((3, 3)), np.zeros((3, 3)))[np.triu_indices(3, 1)], 0.5)
+
+
+def test_next_pair_rules():
+    rng = np.random.default_rng(0)
+    n, s = _totals(np.array([3.0, 0.0, 0.05, -3.0]), 400)
+    n[1, 2] += 200  # the close pair is already the most compared...
+    n[2, 1] += 200
+    s[1, 2] += 100
+    s[2, 1] += 100
+    assert ranking.next_pair(n, s, "active", rng) == (1, 2)  # ...but its order is still the least certain
+    fewest = min((n[i, j], (i, j)) for i in range(4) for j in range(i + 1, 4))[1]
+    assert ranking.next_pair(n, s, "least_compared", rng) == fewest
+    picks = {ranking.next_pair(np.zeros((3, 3)), np.zeros((3, 3)), "active", np.random.default_rng(t)) for t in range(30)}
+    assert picks == {(0, 1), (0, 2), (1, 2)}  # nothing known: ties broken at random
+    with pytest.raises(ValueError, match="rule must be one of"):
+        ranking.next_pair(n, s, "ucb", rng)
+
+
+def test_active_pairing_recovers_the_true_order_with_fewer_votes():
+    # One close pair among far-apart models: least-compared spends most votes on settled pairs.
+    beta = (np.array([1400, 1000, 960, 600.0]) - 990) / ranking.ELO_SCALE
+    rates = {
+        rule: np.mean([ranking.simulate_pairing(beta, rule, [200], np.random.default_rng(r))[0] for r in range(30)])
+        for rule in ranking.PAIRING_RULES
+    }
+    assert rates["active"] >= 0.85 and rates["active"] > rates["least_compared"] + 0.1, rates
+    # Raters who answer at random teach nothing: the order is recovered by chance at most.
+    noise = np.mean([ranking.simulate_pairing(beta, "active", [200], np.random.default_rng(r), random_share=1.0)[0] for r in range(10)])
+    assert noise <= 0.2

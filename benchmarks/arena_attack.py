@@ -38,8 +38,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from arena_load import free_port  # noqa: E402
+from dollar.local_servers import free_port, gradio_call  # noqa: E402
 
 # Simulated honest preferences (log-odds units): the order the bundled models' cards suggest.
 HONEST_STRENGTHS = {
@@ -453,13 +452,7 @@ def _error(client, *args, api_name: str) -> str:
 
 
 def _raw_error(port: int, body: str) -> str:
-    url = f"http://127.0.0.1:{port}/gradio_api/call/generate"
-    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        event_id = json.loads(r.read())["event_id"]
-    with urllib.request.urlopen(f"{url}/{event_id}", timeout=120) as r:
-        lines = r.read().decode().splitlines()
-    data = next((line.split(": ", 1)[1] for line in lines if line.startswith("data: ")), "null")
+    _, data = gradio_call(port, "generate", body)
     return (json.loads(data) or {}).get("error") or ""
 
 

@@ -1,9 +1,10 @@
-"""A new user's first visit, in a real (headless) browser: start `python app.py`, open the page,
-generate a comparison, rate five blind battles, see them on the leaderboard, try bad input.
-Screenshots go to docs/app/*.png, a summary to benchmarks/results/browser_check.json.
+"""A new user's first visit, in a real (headless) browser (dollar/browser_walk.py): start
+`python app.py`, open the page, generate a comparison, rate five blind battles, see them on the
+leaderboard, try bad input. Screenshots go to docs/app/*.png, a summary to
+benchmarks/results/browser_check.json.
 
 apt-get install -y chromium && pip install playwright
-python benchmarks/browser_check.py   # uses Debian chromium (no browser download); tests/test_browser.py runs the same walk
+python benchmarks/browser_check.py   # uses Debian chromium (no browser download); tests/test_system.py runs the same walk
 """
 
 from __future__ import annotations
@@ -11,183 +12,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHOTS = os.path.join(ROOT, "docs", "app")
+sys.path.insert(0, ROOT)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"app.py did not answer on {url} within {timeout:.0f} s")
-
-
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",  # on a closed network Chromium's own connections fail noisily
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def find_chromium() -> str | None:
-    """Debian's Chromium (or any `chromium` on PATH); None when absent."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    return found or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+from dollar.browser_walk import find_chromium, run_walk  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--chromium", default=find_chromium() or "/usr/bin/chromium")
     p.add_argument("--battles", type=int, default=5)
-    p.add_argument("--shots", default=SHOTS, help="folder for the screenshots")
+    p.add_argument("--shots", default=os.path.join(ROOT, "docs", "app"), help="folder for the screenshots")
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "browser_check.json"))
     args = p.parse_args()
-    report = run_check(args.chromium, args.battles, args.shots)
+    report = run_walk(args.chromium, os.path.join(ROOT, "app.py"), args.shots, args.battles)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(report, f, indent=2)
     return 0 if report["ok"] else 1
-
-
-def run_check(chromium: str, battles: int = 5, shots: str = SHOTS) -> dict:
-    """Start `python app.py` on a fresh data folder, walk through it in headless Chromium, and
-    return the report (``ok`` is False with ``error`` set when a step failed)."""
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=180_000)  # rendering on a busy 2-core machine can take a while
-
-    os.makedirs(shots, exist_ok=True)
-    data = tempfile.mkdtemp(prefix="browser-check-")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    env = dict(os.environ, DOLLAR_DATA_DIR=data, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1")
-    log = open(os.path.join(data, "app.log"), "w")
-    t0 = time.perf_counter()
-    # One browser rates five rounds in a row: the per-address limits, check rounds and the board's
-    # rater minimum would stop it (tests/test_app.py checks them), so they are off for this walk.
-    relaxed = ["--min-view-s", "0", "--battles-per-minute", "0", "--votes-per-day", "0", "--check-rate", "0", "--min-raters", "1"]
-    app = subprocess.Popen([sys.executable, "app.py", *relaxed], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    report: dict = {"steps": []}
-
-    def step(name: str, **facts):
-        report["steps"].append(dict(step=name, t_s=round(time.perf_counter() - t0, 1), **facts))
-        print(f"[{time.perf_counter() - t0:6.1f} s] {name} {facts if facts else ''}")
-
-    def shot(page, name: str):
-        page.screenshot(path=os.path.join(shots, name), full_page=True)
-
-    try:
-        wait_for_http(url, app, timeout=180)
-        step("python app.py serving", url=url)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(url)
-            expect(page.locator("#generate")).to_be_visible()
-            shot(page, "01_start.png")
-            step("page open")
-
-            # 1. Generate & compare: every model, one prompt, one seed.
-            page.locator("#prompt textarea").fill("a red circle moving left on a black background")
-            page.locator("#generate").click()
-            expect(page.locator("#timings")).to_contain_text("teacher DDIM-4")
-            videos = page.locator("video")
-            expect(videos.first).to_be_visible()
-            page.wait_for_timeout(1500)
-            n_videos = sum(1 for i in range(videos.count()) if videos.nth(i).is_visible())
-            shot(page, "02_generate_compare.png")
-            step("comparison generated", videos_shown=n_videos, timings=page.locator("#timings").inner_text()[:600])
-
-            # 2. Arena: five blind battles.
-            page.get_by_role("tab", name="Arena (blind rating)").click()
-            reveals = []
-            picks = ["A is better", "B is better", "Tie", "Both are bad"]
-            previous = ""
-            for i in range(battles):
-                page.locator("#new-round").click()
-                battle = page.locator("#battle-id input, #battle-id textarea").first
-                page.wait_for_function(
-                    "([sel, prev]) => { const e = document.querySelector(sel); return e && e.value && e.value !== prev; }",
-                    arg=["#battle-id input, #battle-id textarea", previous],
-                )
-                previous = battle.input_value()
-                expect(page.locator("#video-a video")).to_be_visible()
-                expect(page.locator("#video-b video")).to_be_visible()
-                if i == 0:
-                    page.wait_for_timeout(1000)
-                    shot(page, "03_arena_battle.png")
-                for j, criterion in enumerate(("visual_quality", "text_alignment", "motion", "overall")):
-                    page.locator(f"#q-{criterion}").get_by_text(picks[(i + j) % 4], exact=True).click()
-                page.locator("#submit-vote").click()
-                expect(page.locator("#vote-result")).to_contain_text("vote stored")
-                reveals.append(page.locator("#vote-result").inner_text())
-                if i == 0:
-                    shot(page, "04_arena_revealed.png")
-            step("battles rated", battles=len(reveals), reveals=reveals)
-
-            # A second vote on the same battle: the button is off, and the server refuses it anyway (tested in tests/).
-            submit_enabled = page.locator("#submit-vote").is_enabled()
-
-            # 3. Leaderboard.
-            page.get_by_role("tab", name="Leaderboard").click()
-            page.locator("#refresh").click()
-            expect(page.locator("#board-summary")).to_contain_text(f"{battles} votes from 1 raters count for the board")
-            page.wait_for_timeout(1500)
-            shot(page, "05_leaderboard.png")
-            step("leaderboard", summary=page.locator("#board-summary").inner_text()[:200], board=page.locator("#board").inner_text()[:600])
-
-            # 4. Bad input: an empty prompt, then a negative seed; the page says what to do and keeps working.
-            page.get_by_role("tab", name="Generate & compare").click()
-            page.locator("#prompt textarea").fill("")
-            page.locator("#generate").click()
-            expect(page.get_by_text("The prompt is empty").first).to_be_visible()
-            page.wait_for_timeout(1200)  # let the message finish fading in
-            shot(page, "06_bad_input.png")
-            page.locator("#prompt textarea").fill("a blue square bouncing")
-            page.locator("#seed input").fill("-5")
-            page.locator("#generate").click()
-            expect(page.get_by_text("whole number from 0").first).to_be_visible()
-            step("bad input answered", empty_prompt=True, negative_seed=True)
-            browser.close()
-        report.update(ok=True, submit_enabled_after_vote=submit_enabled, videos_in_comparison=n_videos)
-    except Exception as err:
-        report.update(ok=False, error=f"{type(err).__name__}: {err}"[:2000])
-        print(report["error"], file=sys.stderr)
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-        log.close()
-    report["screenshots"] = sorted(f for f in os.listdir(shots) if f.endswith(".png"))
-    if not report["ok"]:
-        with open(os.path.join(data, "app.log")) as f:
-            report["app_log_tail"] = f.read()[-3000:]
-    return report
 
 
 if __name__ == "__main__":

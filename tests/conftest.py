@@ -1,4 +1,3 @@
-import importlib.util
 import os
 
 import pytest
@@ -71,9 +70,27 @@ def needs_system(what: str, how: str) -> None:
     pytest.skip(message)
 
 
-def load_benchmark(name: str):
-    """A script of benchmarks/ as a module (they are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def require_postgres() -> None:
+    """PostgreSQL's server programs and psycopg, or skip (fail under CI: see needs_system)."""
+    from dollar.local_servers import find_postgres_bindir
+
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        needs_system("psycopg", "pip install -r requirements.txt")
+    if find_postgres_bindir() is None:
+        needs_system("PostgreSQL", "apt-get install postgresql")
+
+
+def require_chromium() -> str:
+    """The path of Debian's Chromium, with Playwright to drive it, or skip (fail under CI: see needs_system)."""
+    from dollar.browser_walk import find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        needs_system("Chromium", "apt-get install chromium")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        needs_system("Playwright", "pip install -r requirements.txt")
+    return chromium

@@ -4,7 +4,6 @@ through gradio_client the way an API user would."""
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from dollar.arena import (
     choose_pair,
     comparison_table,
 )
+from dollar.local_servers import free_port, gradio_call
 from dollar.pipeline import ModelLoadError
 from dollar.votes import BattleRow, VoteError, VoteStore
 
@@ -213,12 +213,6 @@ def test_build_pool_command_refuses_unknown_models(tmp_path, capsys):
 # --- app.py in-process, driven through gradio_client ---------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served_app(tmp_path_factory):
     import sys
@@ -229,7 +223,7 @@ def served_app(tmp_path_factory):
     import app
 
     data = tmp_path_factory.mktemp("app-data")
-    port = _free_port()
+    port = free_port()
     demo, launch_kwargs = app.create_app(["--data-dir", str(data), "--port", str(port), "--threads", "2", *RELAXED])
     demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
     try:
@@ -383,7 +377,7 @@ def limited_app(tmp_path_factory):
     import app
 
     data = tmp_path_factory.mktemp("limited-data")
-    port = _free_port()
+    port = free_port()
     os.environ["DOLLAR_ADMIN_TOKEN"] = "s3cret-token"
     try:
         argv = ["--data-dir", str(data), "--port", str(port), "--threads", "2", "--min-view-s", "1.5", "--battles-per-minute", "4"]
@@ -402,21 +396,6 @@ def _one_sentence(message: str) -> str:
     assert "\n" not in message and "Traceback" not in message and "Could not preprocess" not in message, message
     assert "[SQL" not in message and "Value:" not in message and message.rstrip().endswith("."), message
     return message
-
-
-def _http_call(port: int, api: str, body: str) -> tuple[str, str]:
-    """A raw HTTP call (JSON written by hand, so NaN and Infinity go through): (event, data)."""
-    import urllib.request
-
-    url = f"http://127.0.0.1:{port}/gradio_api/call/{api}"
-    req = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        event_id = json.loads(r.read())["event_id"]
-    with urllib.request.urlopen(f"{url}/{event_id}", timeout=120) as r:
-        lines = r.read().decode().splitlines()
-    event = next(line.split(": ", 1)[1] for line in lines if line.startswith("event: "))
-    data = next(line.split(": ", 1)[1] for line in lines if line.startswith("data: "))
-    return event, data
 
 
 BAD_GENERATE = [
@@ -442,7 +421,7 @@ def test_every_bad_input_is_refused_in_one_sentence_through_the_api(limited_app)
     for args, message in BAD_GENERATE:
         assert message in _one_sentence(_app_error(client.predict, *args, api_name="/generate")), args
     for literal in ("NaN", "Infinity", "-Infinity", '"NaN"', '"1e999"', "1e999"):  # what gradio_client cannot send
-        event, data = _http_call(port, "generate", f'{{"data": ["{PROMPT}", {literal}, ["teacher DDIM-1"]]}}')
+        event, data = gradio_call(port, "generate", f'{{"data": ["{PROMPT}", {literal}, ["teacher DDIM-1"]]}}')
         assert event == "error" and "whole number" in _one_sentence(json.loads(data)["error"]), (literal, data)
     assert "'Motion' must be one of A, B, tie, both_bad" in _one_sentence(
         _app_error(client.predict, "x", "A", "A", "C", "A", api_name="/arena_vote")

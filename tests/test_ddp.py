@@ -6,13 +6,13 @@ gloo), which is what this runs."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
+from dollar.local_servers import free_port
 
 
 @pytest.mark.slow
@@ -20,9 +20,7 @@ def test_two_cpu_processes_end_with_identical_weights(tiny_pipeline, tmp_path):
     teacher = tmp_path / "teacher"
     tiny_pipeline.save_pretrained(teacher)
     out = tmp_path / "student"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     cmd += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     cmd += [os.path.join(ROOT, "tests", "ddp_worker.py"), "--teacher", str(teacher), "--output_dir", str(out)]

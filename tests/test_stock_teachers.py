@@ -15,6 +15,7 @@ import torch
 from conftest import ROOT
 from dollar import DollarPipeline
 from dollar import tiny_teachers as st
+from dollar.local_servers import free_port
 from dollar.pipeline import ModelLoadError
 
 sys.path.insert(0, os.path.join(ROOT, "train"))
@@ -201,8 +202,6 @@ def test_prediction_type_override_is_applied(folders):
 def test_app_renders_a_stock_teacher_and_its_student(folders, name, tmp_path):
     """`python app.py --model <stock folder> --model <its student> --size HxWxF`, driven through
     gradio_client as an API user would: both render side by side with their timings."""
-    import socket
-
     from gradio_client import Client
 
     sys.path.insert(0, ROOT)
@@ -211,9 +210,7 @@ def test_app_renders_a_stock_teacher_and_its_student(folders, name, tmp_path):
     student = tmp_path / "student"
     _distil(folders[name], name, student, "--max_iters", "1", "--num_steps", "1", "--lrm", "false")
     h, w, f = st.SIZES[name]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     argv = ["--data-dir", str(tmp_path / "data"), "--port", str(port), "--threads", "2", "--round-floor-s", "0"]
     argv += ["--model", folders[name], "--model", str(student), "--size", f"{h}x{w}x{f}"]
     demo, launch_kwargs = app.create_app(argv)

@@ -2,27 +2,26 @@
 `python app.py` in headless Chromium (Playwright), and concurrent raters voting through the
 API against SQLite and a real PostgreSQL server. `.ci/run` installs Chromium and PostgreSQL
 (Debian) and sets DOLLAR_SYSTEM_TESTS=1, so these fail there instead of skipping.
-The full-size runs are `python benchmarks/browser_check.py` and `python benchmarks/arena_load.py`."""
+The walk and the load are dollar/browser_walk.py and dollar/arena_load.py; the full-size runs are
+`python benchmarks/browser_check.py` and `python benchmarks/arena_load.py`."""
+
+import os
+import sys
 
 import pytest
 
-from conftest import load_benchmark, needs_system, requires_bundled_teacher
+from conftest import ROOT, require_chromium, require_postgres, requires_bundled_teacher
+from dollar.arena_load import run_load
+from dollar.browser_walk import run_walk
 
 pytestmark = pytest.mark.slow  # minutes each; .ci/run runs them after the fast suite
 
 
 @requires_bundled_teacher
 def test_new_user_walk_in_a_real_browser(tmp_path):
-    browser_check = load_benchmark("browser_check")
-    chromium = browser_check.find_chromium()
-    if chromium is None:
-        needs_system("Chromium", "apt-get install chromium")
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        needs_system("Playwright", "pip install -r requirements.txt")
+    chromium = require_chromium()
 
-    report = browser_check.run_check(chromium, battles=5, shots=str(tmp_path))
+    report = run_walk(chromium, os.path.join(ROOT, "app.py"), shots=str(tmp_path), battles=5)
 
     assert report["ok"], report.get("error", "") + "\n" + report.get("app_log_tail", "")
     steps = {s["step"]: s for s in report["steps"]}
@@ -37,21 +36,17 @@ def test_new_user_walk_in_a_real_browser(tmp_path):
 
 @requires_bundled_teacher
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_concurrent_raters_store_every_vote_exactly_once(backend, tmp_path):
+def test_concurrent_raters_store_every_vote_exactly_once(backend):
     pytest.importorskip("gradio_client")
     if backend == "postgresql":
-        try:
-            import psycopg  # noqa: F401
-        except ImportError:
-            needs_system("psycopg", "pip install -r requirements.txt")
-    arena_load = load_benchmark("arena_load")
-    if backend == "postgresql" and arena_load.find_postgres_bindir() is None:
-        needs_system("PostgreSQL", "apt-get install postgresql")
+        require_postgres()
+    sys.path.insert(0, ROOT)
+    import app
+
     # A smaller run than the benchmark's 20 x 1000 (benchmarks/results/arena_load*.json): 20
     # clients, 100 votes, battles from a small pool of the fast few-step models.
-    argv = ["--clients", "20", "--votes", "100", "--pool-rounds", "12", "--models", "teacher DDIM-1,teacher DDIM-2,teacher DDIM-4"]
-    argv += ["--out", str(tmp_path / "load.json")] + (["--postgres"] if backend == "postgresql" else [])
-    result = arena_load.run_load(arena_load.build_parser().parse_args(argv))
+    models = ["teacher DDIM-1", "teacher DDIM-2", "teacher DDIM-4"]
+    result = run_load(app.create_app, clients=20, votes=100, pool_rounds=12, models=models, postgres=backend == "postgresql")
 
     assert result["backend"].startswith(backend)
     assert result["errors"] == 0, result["error_examples"]

@@ -12,7 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from conftest import load_benchmark, needs_system
+from conftest import require_postgres
+from dollar.local_servers import start_postgres
 from dollar.votes import (
     PUBLIC_COLUMNS,
     HubMirror,
@@ -31,15 +32,9 @@ ANSWERS = dict(visual_quality="A", text_alignment="tie", motion="B", overall="bo
 def postgres_server():
     """A throwaway PostgreSQL server (apt `postgresql`), started here and stopped at the end;
     skipped where PostgreSQL or psycopg is not installed."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        needs_system("psycopg", "pip install -r requirements.txt")
-    arena_load = load_benchmark("arena_load")
-    if arena_load.find_postgres_bindir() is None:
-        needs_system("PostgreSQL", "apt-get install postgresql")
+    require_postgres()
     folder = tempfile.mkdtemp(prefix="dollar-pg-")  # not under pytest's 0700 folders: the server user must reach it
-    url, stop = arena_load.start_postgres(folder, "-c fsync=off")
+    url, stop = start_postgres(folder, "-c fsync=off")
     try:
         yield url.rsplit("/", 1)[0]  # without the database: each test creates its own
     finally:

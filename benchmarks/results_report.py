@@ -21,7 +21,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.reports import figure_cell  # noqa: E402
+from dollar.reports import accuracy_cells, figure_cell, markdown_row  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -107,17 +107,14 @@ def table1(models: dict) -> list[str]:
             method,
             str(steps or ""),
             str(m["nfe_per_video"]),
-            figure_cell(s["colour"], pct=True),
-            figure_cell(s["motion"], pct=True),
-            figure_cell(s["shape"], pct=True),
-            figure_cell(s["composition"], pct=True),
+            *accuracy_cells(s),
             figure_cell(q["dynamic_degree"], digits=2),
             figure_cell(d["fvd_probe"], digits=1, ci=False),
             figure_cell(a["quality_score"], pct=True, ci=False),
             figure_cell(a["semantic_score"], pct=True, ci=False),
             figure_cell(a["total_score"], pct=True),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append(markdown_row(cells))
     return lines
 
 
@@ -172,8 +169,7 @@ def table3(models: dict) -> list[str]:
         dd = m["quality"]["dynamic_degree"]
         gain = f"{100 * (dd['mean'] / base['quality']['dynamic_degree']['mean'] - 1):+.1f}%" if base and run else ""
         lines.append(
-            "| "
-            + " | ".join(
+            markdown_row(
                 [
                     label,
                     method,
@@ -186,7 +182,6 @@ def table3(models: dict) -> list[str]:
                     f"{rec['peak_rss_mb']:.0f}" if "peak_rss_mb" in rec else "",
                 ]
             )
-            + " |"
         )
     return lines
 

@@ -577,9 +577,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--models", default=None, help="comma-separated subset of model names to pit against each other")
     b.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    import diffusers.utils.logging as diffusers_logging
+    from dollar.model_specs import quiet_command
 
-    diffusers_logging.disable_progress_bar()
+    quiet_command()
     try:
         entries = available_models(args.model)
         if args.models:

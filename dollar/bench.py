@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dollar.arg_types import nonnegative_int, positive_int
-from dollar.model_specs import load_pipeline, parse_model_spec
+from dollar.model_specs import load_pipeline, parse_model_spec, quiet_command
 
 PARTS = ("text_encoding_s", "denoising_s", "decoding_s", "end_to_end_s")
 
@@ -199,13 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", default="bench.json", help="JSON path; the plot is written beside it as .png")
     args = p.parse_args(argv)
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    quiet_command(args.threads)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and not torch.cuda.is_available():

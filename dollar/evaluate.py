@@ -39,8 +39,8 @@ import torch
 from dollar import metrics, world
 from dollar.arg_types import nonnegative_int, positive_int
 from dollar.checker import check_video, checker_accuracy, object_mask
-from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec
-from dollar.reports import figure_cell
+from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec, quiet_command
+from dollar.reports import accuracy_cells, figure_cell, markdown_row
 from dollar.rewards import motion_reward, sharpness_reward
 from dollar.world import PromptSpec
 
@@ -412,12 +412,11 @@ def to_markdown(result: dict) -> str:
     for label, m in result["models"].items():
         s, q, d, a = m["semantic"], m["quality"], m["distribution"], m["aggregate"]
         lines.append(
-            "| "
-            + " | ".join(
+            markdown_row(
                 [
                     label,
                     str(m["nfe_per_video"]),
-                    *(figure_cell(s[k], pct=True) for k in ("colour", "motion", "shape", "composition")),
+                    *accuracy_cells(s),
                     *(
                         figure_cell(q[k])
                         for k in ("subject_consistency", "background_consistency", "temporal_flicker", "motion_smoothness")
@@ -430,7 +429,6 @@ def to_markdown(result: dict) -> str:
                     *(figure_cell(a[k]) for k in ("quality_score", "semantic_score", "total_score")),
                 ]
             )
-            + " |"
         )
     return "\n".join(lines) + "\n"
 
@@ -457,13 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    quiet_command(args.threads)
     try:
         if args.prompt_file:
             if not os.path.isfile(args.prompt_file):

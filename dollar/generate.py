@@ -13,6 +13,7 @@ import sys
 import torch
 
 from dollar.arg_types import positive_int
+from dollar.model_specs import quiet_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,11 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    import diffusers.utils.logging as diffusers_logging
-    import transformers.utils.logging as transformers_logging
-
-    diffusers_logging.disable_progress_bar()  # loading bars would bury the one line this prints
-    transformers_logging.disable_progress_bar()
+    quiet_command()
     from dollar.pipeline import DollarPipeline
     from dollar.video import VIDEO_SUFFIXES, save_video
 

@@ -68,6 +68,19 @@ def parse_model_spec(text: str) -> ModelSpec:
     return ModelSpec(label=label, model=name, **kwargs)
 
 
+def quiet_command(threads: int | None = None) -> None:
+    """What a command that prints its own lines sets first: diffusers' and transformers' progress
+    bars off (loading bars would bury its output), and ``threads`` torch CPU threads (None: torch's default)."""
+    import diffusers.utils.logging as diffusers_logging
+    import torch
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    if threads:
+        torch.set_num_threads(threads)
+
+
 _LOADED: dict = {}  # the process's pipelines, when the caller keeps no cache of its own
 _LOCK = threading.Lock()
 

@@ -31,6 +31,17 @@ def figure_cell(fig: dict | None, pct: bool = False, digits: int = 3, ci: bool =
     return fmt(fig["mean"])
 
 
+def accuracy_cells(semantic: dict) -> list[str]:
+    """An evaluation's attribute accuracies (``dollar.evaluate``'s ``semantic`` figures) as
+    percentage cells with their intervals, in the tables' order: colour, motion, shape, composition."""
+    return [figure_cell(semantic[k], pct=True) for k in ("colour", "motion", "shape", "composition")]
+
+
+def markdown_row(cells) -> str:
+    """One row of a Markdown table: "| a | b |"."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def percent_ci(row: dict, key: str, prose: bool = False) -> str:
     """``row[key]`` as a percentage with its 95% Wilson interval ``row[key + "_wilson95"]``:
     "95.3% [91, 98]" in a table, "95.3% (95% CI 91-98)" with ``prose``."""

@@ -21,7 +21,7 @@ import sys
 import torch
 
 from dollar.arg_types import nonnegative_int, positive_int
-from dollar.model_specs import load_pipeline, parse_model_spec
+from dollar.model_specs import load_pipeline, parse_model_spec, quiet_command
 
 VBENCH_SAMPLES = 5  # VBench samples five videos per prompt
 
@@ -115,9 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--overwrite", action="store_true", help="regenerate videos that already exist")
     args = p.parse_args(argv)
-    import diffusers.utils.logging as diffusers_logging
-
-    diffusers_logging.disable_progress_bar()
+    quiet_command()
     try:
         path = args.prompt_file or vbench_prompt_file()
         if path is None:

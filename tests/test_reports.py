@@ -26,3 +26,12 @@ def test_figure_cell_formats_a_mean_and_its_interval():
     assert reports.figure_cell(fig, digits=2, ci=False) == "0.61"
     assert reports.figure_cell({"mean": 2.5, "low": None, "high": None, "n": 1}) == "2.500"
     assert reports.figure_cell({"mean": None, "low": None, "high": None, "n": 0}) == reports.figure_cell(None) == "n/a"
+
+
+def test_accuracy_cells_in_a_markdown_row_keep_the_tables_column_order():
+    def fig(mean):
+        return {"mean": mean, "low": mean - 0.1, "high": mean + 0.05, "n": 3}
+
+    semantic = {"motion": fig(0.8), "colour": fig(0.9), "composition": {"mean": None, "low": None, "high": None, "n": 0}, "shape": fig(0.5)}
+    row = reports.markdown_row(["student-4", "4", *reports.accuracy_cells(semantic)])
+    assert row == "| student-4 | 4 | 90.0 [80.0, 95.0] | 80.0 [70.0, 85.0] | 50.0 [40.0, 55.0] | n/a |"

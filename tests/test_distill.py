@@ -186,7 +186,9 @@ def test_runs_share_a_cache_of_the_same_data_and_refuse_a_foreign_one(tiny_teach
     first = distill.main(_cfg(tiny_teacher, tmp_path / "a", "--lrm", "false", "--cache_dir", str(shared)))
     assert (shared / "data.safetensors").exists() and not (tmp_path / "a" / "cache").exists()
     calls = []
-    monkeypatch.setattr(distill, "encode_dataset", lambda *a, **k: calls.append(1))
+    import dollar.distill_setup
+
+    monkeypatch.setattr(dollar.distill_setup, "encode_dataset", lambda *a, **k: calls.append(1))
     second = distill.main(_cfg(tiny_teacher, tmp_path / "b", "--lrm", "false", "--cache_dir", str(shared)))
     assert calls == [] and second["history"][0] == first["history"][0]
     with pytest.raises(SystemExit, match="another VAE, text encoder or data"):

@@ -4,7 +4,8 @@ variational score distillation + consistency distillation + latent reward model 
     python train/distill.py                                   # bundled teacher -> 4-step student
     python train/distill.py --config train/configs/student-1-onestep.yaml --max_iters 2000
     python train/distill.py --cd false --lrm false            # the VSD-only ablation (DMD)
-    accelerate launch --num_processes 2 train/distill.py ...  # several processes (DDP)
+    accelerate launch --config_file train/configs/accelerate-ddp.yaml train/distill.py ...   # several GPUs (DDP)
+    accelerate launch --config_file train/configs/accelerate-fsdp.yaml train/distill.py ...  # sharded (FSDP2)
 
 One iteration, in order: a generator step on w_vsd L_VSD + w_cd L_CD; ``fake_steps`` updates of
 the fake score on the student's samples; one fit of the latent reward model on decoded real and
@@ -17,36 +18,53 @@ Every ``validate_every`` iterations the student renders the held-out prompts: th
 ``<output_dir>/validation/``, the checker accuracy and reward to the trackers (TensorBoard by
 default) and the JSONL log, and the collapse sentinel (dollar/sentinel.py) checks them; with
 ``--rollback`` it reloads the last healthy checkpoint and halves the generator learning rate.
+
+The file reads top to bottom: build, loop, log, save. Its parts live in dollar/distill_setup.py
+(networks, sharding, data, validation, export), the losses in dollar/losses.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
-import hashlib
-import importlib.util
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar import world  # noqa: E402
-from dollar.checker import checker_accuracy  # noqa: E402
-from dollar.checkpointing import complete_checkpoints, load_checkpoint, open_log, save_checkpoint  # noqa: E402
-from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
+from dollar import config  # noqa: E402
+from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
 from dollar.denoiser import x0_only  # noqa: E402
-from dollar.lora import AdapterState, AdapterView, active_adapter, add_adapters, merged_student, save_student_adapter, update_ema_adapter  # noqa: E402
+from dollar.distill_setup import (  # noqa: E402
+    Validation,
+    batch_generator,
+    build_networks,
+    check_config,
+    check_launch,
+    check_memory_plan,
+    check_training_size,
+    collapse_sentinel,
+    latent_reward_model,
+    load_student_init,
+    load_teacher,
+    optimizer_class,
+    optimizer_step,
+    peak_memory,
+    prepare_networks,
+    prepared_data,
+    roll_back,
+    save_student,
+    scaled_policy,
+    student_grid,
+    student_input,
+    update_ema,
+)
 from dollar.losses import (  # noqa: E402
     consistency_loss,
     ddpo_loss,
@@ -57,13 +75,9 @@ from dollar.losses import (  # noqa: E402
     vsd_loss,
 )
 from dollar.memory import PeakMemory, tensor_bytes  # noqa: E402
-from dollar.models import LatentRewardModel, set_attention_backend  # noqa: E402
-from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model  # noqa: E402
+from dollar.models import set_attention_backend  # noqa: E402
+from dollar.pipeline import postprocess_video  # noqa: E402
 from dollar.rewards import get_reward  # noqa: E402
-from dollar.sampling import multistep_sample, student_training_input  # noqa: E402
-from dollar.schedule import PREDICTION_TYPES, NoiseSchedule  # noqa: E402
-from dollar.sentinel import CollapseSentinel, video_health  # noqa: E402
-from dollar.video import save_video  # noqa: E402
 
 
 @dataclass
@@ -133,291 +147,14 @@ class DistillConfig:
 
 
 def parse_config(argv: list[str] | None = None) -> DistillConfig:
-    """Defaults <- YAML file (``--config``) <- command-line flags; then validated."""
-    import yaml
-
-    argv = sys.argv[1:] if argv is None else argv
-    parser = HfArgumentParser(DistillConfig)
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    if cfg.config:
-        if not os.path.isfile(cfg.config):
-            raise SystemExit(f"error: config file {cfg.config} not found; pass an existing YAML file.")
-        with open(cfg.config) as f:
-            values = yaml.safe_load(f) or {}
-        known = {f.name for f in fields(DistillConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SystemExit(f"error: {cfg.config} has unknown keys {unknown}; see `python train/distill.py --help`.")
-        # flags given on the command line win over the file
-        # (by the parser's own options: `--no_cd` sets `cd`, `--fake-lr` sets `fake_lr`)
-        flags = {a.split("=")[0] for a in argv if a.startswith("--")}
-        given = {action.dest for action in parser._actions if flags & set(action.option_strings)}
-        for key, value in values.items():
-            if key not in given:
-                setattr(cfg, key, value)
-    validate(cfg)
+    """Defaults <- YAML file (``--config``) <- command-line flags (dollar/config.py); then checked."""
+    cfg = config.parse_config(DistillConfig, argv)
+    check_config(cfg)
     return cfg
 
 
-def student_grid(cfg: DistillConfig, schedule: NoiseSchedule) -> list:
-    """The student's timesteps on the teacher's schedule: ``--timesteps``, else the schedule's
-    ``num_steps`` grid (VP: 999 / 999, 499 / 999, 749, 499, 249; flow: shifted s = 1, 1 - 1/n, ...)."""
-    if cfg.timesteps:
-        try:
-            return schedule.check_grid(float(t) for t in cfg.timesteps.split(","))
-        except ValueError as err:
-            raise SystemExit(f"error: --timesteps: {err}.") from None
-    return schedule.grid(cfg.num_steps)
-
-
-def validate(cfg: DistillConfig) -> None:
-    """Every user error, with one sentence, before any work starts."""
-    if cfg.timesteps:
-        try:
-            values = [float(t) for t in cfg.timesteps.split(",")]
-        except ValueError:
-            raise SystemExit(f"error: --timesteps must be comma-separated numbers, e.g. 999,499; got {cfg.timesteps!r}.") from None
-        if values != sorted(set(values), reverse=True):
-            raise SystemExit(f"error: --timesteps must be distinct and descending (noisiest first), e.g. 999,499; got {cfg.timesteps!r}.")
-    elif not 1 <= cfg.num_steps <= 50:
-        raise SystemExit(f"error: --num_steps must be between 1 and 50 (1, 2 or 4 are the paper's grids), got {cfg.num_steps}.")
-    if cfg.weight_dtype not in DTYPES:
-        raise SystemExit(f"error: --weight_dtype must be one of {', '.join(DTYPES)}, got {cfg.weight_dtype!r}.")
-    if cfg.lora_rank < 0:
-        raise SystemExit(f"error: --lora_rank must be 0 (full fine-tuning) or a positive rank, got {cfg.lora_rank}.")
-    if cfg.prediction_type and cfg.prediction_type not in PREDICTION_TYPES:
-        raise SystemExit(f"error: --prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {cfg.prediction_type!r}.")
-    if min(cfg.height, cfg.width, cfg.num_frames) < 0:
-        raise SystemExit("error: --height, --width and --num_frames must be positive (0 = the teacher's default).")
-    weights = {"vsd": cfg.vsd * cfg.vsd_weight, "cd": cfg.cd * cfg.cd_weight, "lrm": cfg.lrm * cfg.reward_weight}
-    if all(w <= 0 for w in weights.values()):
-        raise SystemExit("error: every loss is off or weighted zero; enable at least one of --vsd, --cd, --lrm with a positive weight.")
-    if cfg.lrm:
-        try:
-            get_reward(cfg.reward) if not cfg.reward.startswith("clip:") else None
-        except ValueError as err:
-            raise SystemExit(f"error: {err}") from None
-    if cfg.batch_size < 1 or cfg.max_iters < (0 if cfg.init_student else 1) or cfg.fake_steps < 0 or cfg.cd_skip < 1:
-        raise SystemExit(
-            "error: batch_size, max_iters and cd_skip must be positive and fake_steps non-negative "
-            "(max_iters 0 is allowed with --init_student: it re-grids that student without training)."
-        )
-    if cfg.reward_method not in ("lrm", "ddpo"):
-        raise SystemExit(f"error: --reward_method must be 'lrm' or 'ddpo', got {cfg.reward_method!r}.")
-    if cfg.validate_every < 0 or cfg.validation_prompts < 1 or cfg.ddpo_sigma <= 0:
-        raise SystemExit("error: validate_every must be >= 0, validation_prompts >= 1 and ddpo_sigma > 0.")
-    if cfg.report_to not in ("none", "") and cfg.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
-        raise SystemExit("error: --report_to tensorboard needs the tensorboard package; pip install tensorboard or pass --report_to none.")
-    if cfg.init_student:
-        try:
-            resolve_model(cfg.init_student)
-        except ModelLoadError as err:
-            raise SystemExit(f"error: --init_student: {err} Train that student first (see the config file's comment).") from None
-    if cfg.resume and cfg.resume != "latest" and not os.path.isdir(cfg.resume):
-        raise SystemExit(f"error: --resume {cfg.resume} is not a checkpoint folder; use 'latest' or an existing folder.")
-
-
-def load_teacher(name: str, prediction_type: str = "", with_text_encoder: bool = True) -> DollarPipeline:
-    try:
-        pipe = DollarPipeline.from_pretrained(name, prediction_type=prediction_type or None, with_text_encoder=with_text_encoder)
-    except ModelLoadError as err:
-        raise SystemExit(f"error: {err}") from None
-    if pipe.is_student:
-        raise SystemExit(f"error: {name} is already a distilled student; give a teacher pipeline.")
-    return pipe
-
-
-def validation_set(cfg: DistillConfig, clips, prompts: list[str]) -> list[str]:
-    """Held-out world prompts (never seen in training) for the built-in world; else the first captions."""
-    if cfg.data:
-        return prompts[: cfg.validation_prompts]
-    return [p.prompt for p in world.heldout_prompts(max(cfg.validation_prompts, 1))][: cfg.validation_prompts]
-
-
-@torch.no_grad()
-def load_student_init(name: str, teacher: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The transformer weights of pipeline ``name``, checked to fit the teacher's architecture."""
-    try:
-        weights = DollarPipeline.from_pretrained(name).transformer.state_dict()
-    except ModelLoadError as err:
-        raise SystemExit(f"error: --init_student: {err}") from None
-    own = teacher.state_dict()
-    if weights.keys() != own.keys() or any(weights[k].shape != own[k].shape for k in own):
-        raise SystemExit(
-            f"error: --init_student {name} has a different transformer architecture from the teacher; give a student of this teacher."
-        )
-    return weights
-
-
-def cache_key(pipe, cfg: DistillConfig, val_prompts: list[str]) -> str:
-    """Fingerprint of what the cached data depends on: the VAE weights, the text encoder, the clips
-    and the validation prompts."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(pipe.vae.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(str(pipe.config.text_encoder_source or "minilm").encode())
-    h.update("\n".join(val_prompts).encode())
-    h.update(f"{cfg.data or 'world'}|{cfg.num_clips}|{pipe.config.teacher_family}|{pipe.text_length}|{training_size(pipe, cfg)}".encode())
-    return h.hexdigest()
-
-
-def load_cache(path: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The cached tensors and their metadata (caches written before keys existed have none)."""
-    with safe_open(path, framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-
-
-def training_size(pipe: DollarPipeline, cfg: DistillConfig) -> tuple[int, int, int]:
-    """(num_frames, height, width) of the training clips: the flags, else the teacher's default."""
-    h, w, f = pipe.default_size()
-    return cfg.num_frames or f, cfg.height or h, cfg.width or w
-
-
-def render_student(
-    student_den, pipe, text: torch.Tensor, latent_shape, grid: list, schedule, seed: int, device, decode_batch_size: int = 0
-) -> np.ndarray:
-    """The student's videos (uint8 [N, T, H, W, 3]) for prompts encoded as ``text`` at fixed seeds."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn((len(text), *latent_shape), generator=g).to(device)
-    latents = multistep_sample(student_den.conditioned(text), x, grid, schedule, g)
-    return postprocess_video(pipe.decode_latents(latents, decode_batch_size), "np")
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def build_networks(cfg: DistillConfig, pipe: DollarPipeline, device):
-    """(teacher, student, fake score, EMA target, LoRA base or None), each on ``device``.
-
-    Full: the student and fake score are fp32 copies of the teacher (accelerate's mixed precision
-    autocasts them); the frozen teacher and the EMA target are in ``weight_dtype``. LoRA: one
-    frozen base in ``weight_dtype`` carries adapters student / fake / ema (dollar/lora.py).
-    """
-    base = pipe.transformer.to(device)
-    if cfg.lora_rank:
-        cast_frozen(base, DTYPES[cfg.weight_dtype]).requires_grad_(False)
-        add_adapters(base, cfg.lora_rank, cfg.lora_alpha or None)
-        if cfg.gradient_checkpointing:
-            base.enable_gradient_checkpointing()
-        views = [AdapterView(base, role) for role in (None, "student", "fake", "ema")]
-        views[1].train()
-        views[2].train()
-        return (*views, base)
-    student = copy.deepcopy(base).float().requires_grad_(True).train()
-    fake = copy.deepcopy(base).float().requires_grad_(True).train()
-    if cfg.gradient_checkpointing:
-        student.enable_gradient_checkpointing()
-        fake.enable_gradient_checkpointing()
-    ema = cast_frozen(copy.deepcopy(base), DTYPES[cfg.weight_dtype]).requires_grad_(False).eval()
-    teacher = cast_frozen(base, DTYPES[cfg.weight_dtype]).requires_grad_(False).eval()
-    return teacher, student, fake, ema, None
-
-
-def cast_frozen(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``model`` in ``dtype``, except the modules its class keeps in fp32 (diffusers' ``_keep_in_fp32_modules``)."""
-    if dtype == torch.float32:
-        return model.float()
-    torch.nn.Module.to(model, dtype)  # nn.Module's own: ModelMixin.to warns about the modules restored just below
-    keep = getattr(model, "_keep_in_fp32_modules", None) or []
-    for name, module in model.named_modules():
-        if any(k in name.split(".") for k in keep):
-            module.float()
-    return model
-
-
-def optimizer_class(cfg: DistillConfig):
-    """AdamW, or bitsandbytes' 8-bit AdamW (CUDA) with --optimizer_8bit."""
-    if not cfg.optimizer_8bit:
-        return torch.optim.AdamW
-    try:
-        import bitsandbytes
-    except ImportError:
-        raise SystemExit("error: --optimizer_8bit needs bitsandbytes on a CUDA machine (pip install bitsandbytes).") from None
-    return bitsandbytes.optim.AdamW8bit
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, student: torch.nn.Module, lora_base, decay: float) -> None:
-    """CD's target: an EMA of the student's weights (of its adapter, with LoRA)."""
-    if lora_base is not None:
-        return update_ema_adapter(lora_base, decay)
-    for p_ema, p in zip(ema.parameters(), student.parameters()):
-        p = p.full_tensor() if hasattr(p, "full_tensor") else p  # FSDP2 shards are DTensors
-        p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
-
-
-def training_role(lora_base, role: str):
-    """With LoRA, backward runs with the trained adapter active (gradient checkpointing recomputes
-    the forward then); a no-op otherwise."""
-    return active_adapter(lora_base, role) if lora_base is not None else contextlib.nullcontext()
-
-
-def check_memory_plan(cfg: DistillConfig, accelerator) -> bool:
-    """Print the plan (``--plan``: then return True to stop), or refuse a launch that will not fit
-    in one sentence naming the setting that does. Reads only configs."""
-    from dollar import memory
-
-    num_gpus = cfg.num_gpus or accelerator.num_processes
-    try:
-        shape = memory.run_shape(cfg.teacher, cfg.batch_size, cfg.num_frames, cfg.height, cfg.width, cfg.num_clips)
-        counts, rows = memory.plan(
-            cfg.teacher,
-            shape,
-            num_gpus,
-            cfg.lora_rank or 64,
-            cfg.optimizer_8bit,
-            cfg.gradient_checkpointing,
-            decode_batch_size=cfg.decode_batch_size,
-        )
-    except ModelLoadError as err:
-        raise SystemExit(f"error: {err}") from None
-    budget = cfg.gpu_memory_gb * memory.GiB or (torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else 0)
-    if cfg.plan:
-        accelerator.print(
-            f"{counts.transformer_class}: {counts.parameters / 1e9:.2f} B parameters (LoRA rank {cfg.lora_rank or 64}: "
-            f"{counts.lora_parameters / 1e6:.1f} M per adapter), text encoder {counts.text_encoder_parameters / 1e9:.2f} B, "
-            f"VAE {counts.vae_parameters / 1e6:.0f} M; batch {cfg.batch_size}, {shape.video_tokens} video tokens per clip\n"
-            + memory.format_table(rows, budget or None)
-        )
-        return True
-    chosen = memory.Setting(
-        "lora" if cfg.lora_rank else "full",
-        "fp32" if cfg.weight_dtype == "fp32" else "bf16",
-        "fsdp" if str(accelerator.distributed_type).endswith("FSDP") else "ddp",
-        num_gpus,
-        cfg.optimizer_8bit,
-        cfg.gradient_checkpointing,
-    )
-    need = dict(rows).get(chosen)
-    if budget and need and need["total"] > budget:
-        fit = memory.first_fit(rows, budget)
-        advice = (
-            f"use {fit[0].label()} ({fit[1]['total'] / memory.GiB:.1f} GiB)"
-            if fit
-            else "no setting fits: add GPUs, turn on --gradient_checkpointing or lower --batch_size"
-        )
-        raise SystemExit(
-            f"error: {chosen.label()} needs about {need['total'] / memory.GiB:.1f} GiB per GPU, more than the {budget / memory.GiB:.1f} GiB "
-            f"available; {advice} (see --plan)."
-        )
-    return False
-
-
-def student_input(denoise, grid: list, schedule: NoiseSchedule, shape, generator, device) -> tuple[torch.Tensor, int]:
-    """A random student step and the input the student sees there (fresh noise, earlier steps
-    simulated without gradients)."""
-    noise = torch.randn(shape, generator=generator).to(device)
-    step = int(torch.randint(0, len(grid), (1,), generator=generator))
-    return student_training_input(denoise, noise, grid, schedule, step, generator), step
-
-
-def scaled_policy(denoise, scales: dict):
-    """DDPO's policy mean at a recorded step: the step's scale times the student's x0_hat."""
-    return lambda x, t: scales[float(t[0])] * denoise(x, t)[0]
-
-
 def main(cfg: DistillConfig) -> dict:
+    # ------------------------------------------------------------------ build
     trackers = None if cfg.report_to in ("", "none") else cfg.report_to.split(",")
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
@@ -426,100 +163,49 @@ def main(cfg: DistillConfig) -> dict:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=cfg.find_unused_parameters)],
     )
     set_seed(cfg.seed)
-    if cfg.plan or cfg.gpu_memory_gb or torch.cuda.is_available():
-        if check_memory_plan(cfg, accelerator):
-            return {"iterations": 0, "history": [], "rollbacks": 0}
+    check_launch(cfg, accelerator)
+    if (cfg.plan or cfg.gpu_memory_gb or torch.cuda.is_available()) and check_memory_plan(cfg, accelerator):
+        return {"iterations": 0, "history": [], "rollbacks": 0}
     cache_path = os.path.join(cfg.cache_dir or os.path.join(cfg.output_dir, "cache"), "data.safetensors")
     pipe = load_teacher(cfg.teacher, cfg.prediction_type, with_text_encoder=not os.path.exists(cache_path))
-    num_frames, height, width = training_size(pipe, cfg)
-    try:
-        pipe.check_inputs("", 1, 1.0, num_frames, height, width, "np")
-    except ValueError as err:
-        raise SystemExit(f"error: {err} Pass --height, --width and --num_frames that fit the teacher.") from None
-    latent_shape = pipe.latent_shape(num_frames, height, width)
+    latent_shape = pipe.latent_shape(*check_training_size(pipe, cfg))
     schedule = pipe.noise_schedule(latent_shape)
     grid = student_grid(cfg, schedule)
+    cd_grid = schedule.grid(50)  # the teacher's 50-step grid; CD takes cd_skip steps on it
     device = accelerator.device
-    if cfg.lora_rank and accelerator.num_processes > 1:
-        raise SystemExit("error: LoRA distillation runs in one process for now; drop --lora_rank or launch a single process.")
     attention_backend = set_attention_backend(pipe.transformer, cfg.attention_backend)
     accelerator.print(f"attention backend: {attention_backend}")
     pipe.vae.to(device)
-    pt = pipe.config.prediction_type
-    accelerator.print(f"teacher: {pipe.family.label}, {pt} on a {schedule.kind} schedule; student grid {grid}")
+    accelerator.print(f"teacher: {pipe.family.label}, {pipe.config.prediction_type} on a {schedule.kind} schedule; student grid {grid}")
 
-    # Real data, encoded once and cached (next to the output unless --cache_dir names a shared folder).
-    size = dict(num_frames=num_frames, height=height, width=width)
-    clips = VideoFolderDataset(cfg.data, **size) if cfg.data else WorldVideoDataset(cfg.num_clips, seed=1_000_000, **size)
-    prompts = [clips.captions(i, 1)[0] for i in range(len(clips))]
-    val_prompts = validation_set(cfg, clips, prompts)
-    key = cache_key(pipe, cfg, val_prompts)
-    if os.path.exists(cache_path):
-        cache, meta = load_cache(cache_path)
-        if meta.get("key", key) != key:
-            raise SystemExit(
-                f"error: the cache {cache_path} was encoded with another VAE, text encoder or data; "
-                "delete it or pass a different --cache_dir."
-            )
-    else:
-        pipe.text_encoder.to(device, DTYPES[cfg.weight_dtype])
-        cache = encode_dataset(pipe.vae, pipe.encode_text, clips, 1, progress=accelerator.is_main_process)
-        cache["val_states"] = pipe.encode_text(val_prompts).float().cpu().half()
-        if accelerator.is_main_process:
-            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
-            save_file(cache, cache_path + ".tmp", metadata={"key": key})
-            os.replace(cache_path + ".tmp", cache_path)
-    latents, text_states, null_states = cache["latents"], cache["text_states"][:, 0], cache["null_states"]
-    pipe.register_modules(text_encoder=None, tokenizer=None)  # prompts are encoded: the text encoder is not resident while training
+    data = prepared_data(cfg, pipe, cache_path, device, accelerator.is_main_process)  # the text encoder is gone after this
+    latents, text_states, prompts = data.latents, data.text_states, data.prompts
     if cfg.prepare_only:
-        accelerator.print(f"encoded {len(latents)} clips and {len(val_prompts)} validation prompts into {cache_path}")
+        accelerator.print(f"encoded {len(latents)} clips and {len(data.val_prompts)} validation prompts into {cache_path}")
         return {"iterations": 0, "history": [], "rollbacks": 0, "cache": cache_path}
 
-    teacher, student, fake, ema_student, lora_base = build_networks(cfg, pipe, device)
+    nets = build_networks(cfg, pipe, device)
     if cfg.init_student:
         start_weights = load_student_init(cfg.init_student, pipe.transformer)
-        student.load_state_dict(start_weights)
-        ema_student.load_state_dict(start_weights)
+        nets.student.load_state_dict(start_weights)
+        nets.ema.load_state_dict(start_weights)
         accelerator.print(f"student initialised from {cfg.init_student}")
-
-    _, c, _, h, _ = latents.shape
-    stride = 2 if h <= 16 else 4
-    reward_model = LatentRewardModel(
-        latent_channels=c, first_kernel=stride, first_stride=stride, text_dim=text_states.shape[-1] if cfg.lrm_text_conditioned else 0
-    )
+    reward_model = latent_reward_model(cfg, data)
     reward_fn = get_reward(cfg.reward) if cfg.lrm or cfg.validate_every else None
-
     adamw = optimizer_class(cfg)
-    opt_g = adamw(student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
-    opt_f = adamw(fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
+    opt_g = adamw(nets.student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
+    opt_f = adamw(nets.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
     opt_r = torch.optim.AdamW(reward_model.parameters(), lr=cfg.lrm_lr)
-    if lora_base is None:
-        student, fake, reward_model, opt_g, opt_f, opt_r = accelerator.prepare(student, fake, reward_model, opt_g, opt_f, opt_r)
-        accelerator.register_for_checkpointing(ema_student)
-    else:  # the adapters share one frozen base: only they are trained and checkpointed
-        reward_model, opt_g, opt_f, opt_r = accelerator.prepare(reward_model, opt_g, opt_f, opt_r)
-        accelerator.register_for_checkpointing(AdapterState(lora_base))
+    nets, reward_model, opt_g, opt_f, opt_r = prepare_networks(accelerator, cfg, nets, reward_model, opt_g, opt_f, opt_r)
+    student, fake, lora_base = nets.student, nets.fake, nets.lora_base
+    teacher_den, student_den, fake_den, ema_den = (pipe.make_denoiser(m, latent_shape) for m in (nets.teacher, student, fake, nets.ema))
 
-    teacher_den, student_den, fake_den, ema_den = (pipe.make_denoiser(m, latent_shape) for m in (teacher, student, fake, ema_student))
-    cd_grid = schedule.grid(50)  # the teacher's 50-step grid; CD takes cd_skip steps on it
-
-    # Validation and the collapse sentinel: held-out prompts at fixed seeds, real-clip statistics.
-    val_states = cache["val_states"].float().to(device)
-
-    with torch.no_grad():
-        real_frames = postprocess_video(
-            pipe.decode_latents(latents[: max(cfg.validation_prompts, 8)].float().to(device), cfg.decode_batch_size), "np"
-        )
-    sentinel = CollapseSentinel(
-        reference=video_health(real_frames),
-        static_ratio=cfg.sentinel_static_ratio,
-        solid_ratio=cfg.sentinel_solid_ratio,
-        noise_ratio=cfg.sentinel_noise_ratio,
-        accuracy_drop=cfg.sentinel_accuracy_drop,
+    sentinel = collapse_sentinel(cfg, pipe, data.latents, device)
+    validate = Validation(
+        cfg, pipe, student_den, data, latent_shape, grid, schedule, reward_fn, sentinel, device, accelerator.is_main_process
     )
 
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
-    world_checker = not cfg.data and (num_frames, height, width) == (world.NUM_FRAMES, world.HEIGHT, world.WIDTH)
     it = 0
     if cfg.resume:
         try:  # 'latest' skips an incomplete checkpoint (a run killed while saving) with a warning
@@ -536,58 +222,24 @@ def main(cfg: DistillConfig) -> dict:
         accelerator.init_trackers("distill", config={k: v for k, v in asdict(cfg).items() if isinstance(v, (int, float, str, bool))})
     healthy = True  # the verdict of the latest validation; stored with each checkpoint
     rollbacks = 0
-    last_train_reward = None
-
-    def validate_now(iteration: int) -> dict:
-        """Render, score, save, check. Returns the record fields (and the sentinel's reasons)."""
-        frames = render_student(
-            student_den, pipe, val_states, latents.shape[1:], grid, schedule, cfg.seed + 12345, device, cfg.decode_batch_size
-        )
-        out = {}
-        if world_checker:
-            acc = checker_accuracy(list(frames), val_prompts)
-            out.update(val_colour=acc["colour"], val_motion=acc["motion"])
-        if reward_fn is not None:
-            out["val_reward"] = float(np.mean(reward_fn(frames, val_prompts)))
-        accuracy = (out["val_colour"] + out["val_motion"]) / 2 if world_checker else None
-        reasons = sentinel.check(frames, accuracy, last_train_reward) if cfg.sentinel else []
-        out.update(val_temporal=sentinel.history[-1]["temporal"] if cfg.sentinel else None, sentinel=reasons)
-        if accelerator.is_main_process:
-            os.makedirs(os.path.join(cfg.output_dir, "validation"), exist_ok=True)
-            strip = np.concatenate(list(frames[:4]), axis=2)  # four prompts side by side
-            save_video(strip, os.path.join(cfg.output_dir, "validation", f"iteration-{iteration:07d}.mp4"))
-        return out
-
-    def roll_back(reasons: list[str]) -> int | None:
-        """Reload the newest checkpoint saved while healthy; returns its iteration (None: none)."""
-        for folder, info in reversed(complete_checkpoints(ckpt_root, warn=True)):
-            if info.get("healthy", True) and info["iteration"] < it:
-                current = [group["lr"] for group in opt_g.param_groups]  # already lowered by earlier rollbacks
-                accelerator.load_state(folder)
-                for group, lr in zip(opt_g.param_groups, current):
-                    group["lr"] = 0.5 * lr
-                accelerator.print(
-                    f"collapse sentinel: {'; '.join(reasons)}. Rolled back to {os.path.basename(folder)}, generator lr halved."
-                )
-                return info["iteration"]
-        accelerator.print(f"collapse sentinel: {'; '.join(reasons)}. No healthy checkpoint to roll back to; continuing.")
-        return None
-
+    last_train_reward = None  # the sentinel's reward-hacking check: the training reward, averaged over processes
     if cfg.validate_every and it == 0:
-        first = validate_now(0)
+        first = validate(0, None)
         accelerator.print(f"validation before training: {first}")
         if accelerator.is_main_process:
             log.write(json.dumps({"iteration": 0, **first}) + "\n")
+
+    # ------------------------------------------------------------------ loop
     bar = tqdm(total=cfg.max_iters, initial=it, disable=not accelerator.is_main_process)
     history = []
     start_time = time.time()
     memory = PeakMemory() if cfg.measure_memory else contextlib.nullcontext()
     memory.__enter__()
     while it < cfg.max_iters:
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + it * 7919 + accelerator.process_index)
+        g = batch_generator(cfg.seed, it, accelerator.process_index)
         idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
         text = text_states[idx].float().to(device)
-        null = null_states.float().expand_as(text).to(device)
+        null = data.null_states.float().expand_as(text).to(device)
         x0_real = latents[idx].float().to(device)
         student_cond = student_den.conditioned(text)
         x_in, step = student_input(student_cond, grid, schedule, x0_real.shape, g, device)
@@ -604,42 +256,24 @@ def main(cfg: DistillConfig) -> dict:
             record["loss_vsd"] = loss_vsd.item()
         if cfg.cd and cfg.cd_weight > 0:
             teacher_cd = teacher_den.conditioned(text, null, cfg.cd_guidance_w)
-            loss_cd = consistency_loss(
-                x0_only(student_cond),
-                x0_only(ema_den.conditioned(text)),
-                teacher_cd,
-                x0_real,
-                schedule,
-                cd_grid,
-                m=cfg.cd_skip,
-                generator=g,
-            )
+            ema_cond = x0_only(ema_den.conditioned(text))
+            loss_cd = consistency_loss(x0_only(student_cond), ema_cond, teacher_cd, x0_real, schedule, cd_grid, m=cfg.cd_skip, generator=g)
             loss_g = loss_g + cfg.cd_weight * loss_cd
             record["loss_cd"] = loss_cd.item()
         if loss_g.requires_grad:
-            opt_g.zero_grad(set_to_none=True)
-            with training_role(lora_base, "student"):
-                accelerator.backward(loss_g)
-            accelerator.clip_grad_norm_(student.parameters(), 1.0)
-            opt_g.step()
-        update_ema(ema_student, accelerator.unwrap_model(student), lora_base, cfg.ema_decay)
+            optimizer_step(accelerator, opt_g, loss_g, student, lora_base, "student")
+        update_ema(nets, accelerator.unwrap_model(student), cfg.ema_decay)
 
         # 2. Fake score on the student's samples: fresh samples (and prompts) for every update, as DMD2.
-        x_fake_data = x_gen.detach()
         if cfg.vsd:
             for _ in range(cfg.fake_steps):
-                fresh_idx = torch.randint(0, len(latents), (cfg.batch_size,), generator=g)
-                fresh_text = text_states[fresh_idx].float().to(device)
+                fresh_text = text_states[torch.randint(0, len(latents), (cfg.batch_size,), generator=g)].float().to(device)
                 with torch.no_grad():
                     fresh_cond = student_den.conditioned(fresh_text)
                     x_fresh, fresh_step = student_input(fresh_cond, grid, schedule, x0_real.shape, g, device)
                     fresh = fresh_cond(x_fresh, grid[fresh_step])[0]
                 loss_f = fake_score_loss(fake_den, fresh, fresh_text, generator=g)
-                opt_f.zero_grad(set_to_none=True)
-                with training_role(lora_base, "fake"):
-                    accelerator.backward(loss_f)
-                accelerator.clip_grad_norm_(fake.parameters(), 1.0)
-                opt_f.step()
+                optimizer_step(accelerator, opt_f, loss_f, fake, lora_base, "fake")
             record["loss_fake"] = loss_f.item() if cfg.fake_steps else None
 
         # 3. Latent reward model: fit on decoded real and generated clips; 4. climb it.
@@ -654,49 +288,42 @@ def main(cfg: DistillConfig) -> dict:
                 rewards = torch.as_tensor(reward_fn(frames, batch_prompts), dtype=torch.float32, device=device)
                 advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6) if cfg.batch_size > 1 else rewards * 0
             loss_pg = ddpo_loss(scaled_policy(student_cond, scales), trajectory, advantages)
-            opt_g.zero_grad(set_to_none=True)
-            with training_role(lora_base, "student"):
-                accelerator.backward(cfg.reward_weight * loss_pg)
-            accelerator.clip_grad_norm_(student.parameters(), 1.0)
-            opt_g.step()
-            last_train_reward = rewards.mean().item()
-            record.update(loss_ddpo=loss_pg.item(), reward_generated=last_train_reward)
+            optimizer_step(accelerator, opt_g, cfg.reward_weight * loss_pg, student, lora_base, "student")
+            generated = rewards
+            record.update(loss_ddpo=loss_pg.item(), reward_generated=rewards.mean().item())
         elif cfg.lrm and cfg.reward_weight > 0:
-            both = torch.cat([x_fake_data, x0_real])
+            both = torch.cat([x_gen.detach(), x0_real])
             with torch.no_grad():
                 frames = postprocess_video(pipe.decode_latents(both, cfg.decode_batch_size), "np")
             rewards = torch.as_tensor(reward_fn(frames, batch_prompts * 2), dtype=torch.float32, device=device)
             both_text = torch.cat([text, text]) if cfg.lrm_text_conditioned else None
             loss_fit = latent_reward_fit_loss(reward_model, both, rewards, both_text)
-            opt_r.zero_grad(set_to_none=True)
-            accelerator.backward(loss_fit)
-            opt_r.step()
+            optimizer_step(accelerator, opt_r, loss_fit, reward_model, clip=0)
             x_gen = student_den(x_in, t_step, text)[0]
             loss_ft = reward_finetune_loss(reward_model, x_gen, text if cfg.lrm_text_conditioned else None)
-            opt_g.zero_grad(set_to_none=True)
-            with training_role(lora_base, "student"):
-                accelerator.backward(cfg.reward_weight * loss_ft)
-            accelerator.clip_grad_norm_(student.parameters(), 1.0)
-            opt_g.step()
+            optimizer_step(accelerator, opt_g, cfg.reward_weight * loss_ft, student, lora_base, "student")
             opt_r.zero_grad(set_to_none=True)  # the reward model is not trained by L_FT
-            last_train_reward = rewards[: cfg.batch_size].mean().item()
+            generated = rewards[: cfg.batch_size]
             record.update(
                 loss_lrm_fit=loss_fit.item(),
-                reward_generated=rewards[: cfg.batch_size].mean().item(),
+                reward_generated=generated.mean().item(),
                 reward_real=rewards[cfg.batch_size :].mean().item(),
                 loss_ft=loss_ft.item(),
             )
+        if cfg.lrm and cfg.reward_weight > 0:
+            last_train_reward = accelerator.reduce(generated.mean(), "mean").item()
 
+        # ------------------------------------------------------------------ log, validate, checkpoint
         it += 1
         record["lr_generator"] = opt_g.param_groups[0]["lr"]
         rolled_back_to = None
         if cfg.validate_every and it % cfg.validate_every == 0:
-            record.update(validate_now(it))
+            record.update(validate(it, last_train_reward))
             healthy = not record["sentinel"]
             if not healthy:
                 accelerator.print(f"collapse sentinel at iteration {it}: {'; '.join(record['sentinel'])}")
                 if cfg.rollback and rollbacks < cfg.max_rollbacks:
-                    rolled_back_to = roll_back(record["sentinel"])
+                    rolled_back_to = roll_back(accelerator, ckpt_root, it, opt_g, record["sentinel"])
                     rollbacks += rolled_back_to is not None
                     record["rolled_back_to"] = rolled_back_to
         history.append(record)
@@ -715,81 +342,35 @@ def main(cfg: DistillConfig) -> dict:
             save_checkpoint(accelerator, os.path.join(ckpt_root, f"iteration-{it:07d}"), info)  # atomic: written aside, then renamed
     memory.__exit__(None, None, None)
     bar.close()
-    accelerator.end_training()
+
+    # ------------------------------------------------------------------ save
+    memory_record = {}
     if cfg.measure_memory:
-        resident = tensor_bytes(
-            *(m for m in (teacher, student, fake, ema_student, reward_model, pipe.vae, pipe.text_encoder) if m is not None)
-        )
+        modules = (nets.teacher, student, fake, nets.ema, reward_model, pipe.vae, pipe.text_encoder)
+        resident = tensor_bytes(*(m for m in modules if m is not None))
         memory_record = {
             "resident_tensor_bytes": resident,
             "loop_peak_tensor_bytes": memory.peak,
             "data_tensor_bytes": latents.nbytes + text_states.nbytes,
         }
         accelerator.print(f"memory: {resident / 2**20:.1f} MiB resident, training-loop peak {memory.peak / 2**20:.1f} MiB above it")
-    else:
-        memory_record = {}
-
-    if accelerator.is_main_process:
-        if lora_base is not None:
-            final = merged_student(lora_base).to(torch.float32).eval()
-            save_student_adapter(lora_base, os.path.join(cfg.output_dir, "student_lora"))
-        else:
-            final = copy.deepcopy(accelerator.unwrap_model(student)).to(torch.float32).eval()
-        out = DollarPipeline(
-            transformer=final,
-            vae=pipe.vae,
-            scheduler=pipe.scheduler,
-            text_encoder=pipe.text_encoder,
-            tokenizer=pipe.tokenizer,
-            prediction_type=pt,
-            student_timesteps=grid,
-            default_guidance_scale=1.0,
-            teacher_family=pipe.config.teacher_family,
-            text_encoder_source=pipe.config.text_encoder_source,
-            max_sequence_length=pipe.config.max_sequence_length,
-            default_height=height,
-            default_width=width,
-            default_num_frames=num_frames,
-        )
-        out.save_pretrained(cfg.output_dir)
-        if cfg.lrm and it > 0:
-            accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
-        with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
-            stats = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
-            json.dump({**asdict(cfg), **stats, **provenance(cfg), **memory_record}, f, indent=2)
-        accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
+    record = {"iterations_done": it, "rollbacks": rollbacks, "seconds": time.time() - start_time, **peak_memory()}
+    save_student(accelerator, cfg, pipe, nets, reward_model, grid, record, memory_record)
+    accelerator.end_training()  # after the save: gathering sharded weights needs the process group
+    accelerator.print(f"saved the {len(grid)}-step student to {cfg.output_dir} ({time.time() - start_time:.0f} s)")
     return {
         "iterations": it,
         "history": history,
         "rollbacks": rollbacks,
         "student": accelerator.unwrap_model(student),
-        "teacher": teacher,
-        "ema": ema_student,
+        "teacher": nets.teacher,
+        "fake": accelerator.unwrap_model(fake),
+        "ema": nets.ema,
+        "reward_model": reward_model,
         "lora_base": lora_base,
         "memory": memory_record,
         "attention_backend": attention_backend,
     }
-
-
-def provenance(cfg: DistillConfig) -> dict:
-    """Where the weights came from when the run started from another student: that student's own
-    distill_config.json, so a re-gridded student records the recipe that trained it."""
-    if not cfg.init_student:
-        return {}
-    path = os.path.join(resolve_model(cfg.init_student), "distill_config.json")
-    recipe = json.load(open(path)) if os.path.exists(path) else None
-    return {"weights_from": {"init_student": cfg.init_student, "distill_config": recipe}}
-
-
-def peak_memory() -> dict:
-    """Peak memory of this process so far: the accelerator's allocator peak on CUDA, and the
-    resident-set high-water mark (ru_maxrss) everywhere, in MiB."""
-    import resource
-
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if torch.cuda.is_available():
-        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
 
 
 if __name__ == "__main__":

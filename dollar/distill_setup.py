@@ -31,7 +31,7 @@ from dollar import world
 from dollar.checker import checker_accuracy
 from dollar.checkpointing import complete_checkpoints
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset
-from dollar.lora import AdapterState, AdapterView, active_adapter, add_adapters, merged_student, save_student_adapter, update_ema_adapter
+from dollar.lora import AdapterView, active_adapter, add_adapters, merged_student, save_student_adapter, update_ema_adapter
 from dollar.models import LatentRewardModel
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model
 from dollar.rewards import get_reward
@@ -99,11 +99,6 @@ def check_launch(cfg, accelerator) -> None:
         raise SystemExit("error: the trainer shards with FSDP2; set fsdp_version: 2 in the accelerate config (see accelerate-fsdp.yaml).")
     if accelerator.is_fsdp2 and accelerator.mixed_precision == "fp16":
         raise SystemExit("error: sharded (FSDP) distillation takes --mixed_precision bf16 or no, not fp16.")
-    if cfg.lora_rank and accelerator.is_fsdp2:
-        raise SystemExit(
-            "error: LoRA distillation replicates its frozen base and averages the adapters' gradients; launch it with "
-            "accelerate-ddp.yaml (not FSDP), or drop --lora_rank to shard full copies."
-        )
 
 
 def load_teacher(name: str, prediction_type: str = "", with_text_encoder: bool = True) -> DollarPipeline:
@@ -301,23 +296,32 @@ def prepare_networks(accelerator, cfg, nets: Networks, reward_model, opt_g, opt_
       frozen teacher and EMA replicated.
     - FSDP2 (``accelerate-fsdp.yaml``): student and fake score through ``accelerator.prepare`` (one
       model per call, as accelerate's FSDP2 wants), the frozen teacher and EMA sharded the same way
-      with ``fully_shard`` (gathered for each forward, resharded after it); the small latent reward
-      model replicated with plain DDP.
-    - LoRA: the frozen base replicated; the adapters' gradients are averaged over processes in
-      :func:`optimizer_step`.
-    What is not prepared is registered for checkpointing (sharded weights saved whole, see :class:`FullState`).
+      (:func:`shard`: gathered for each forward, freed after it); the small latent reward model
+      replicated with plain DDP.
+    - LoRA: with DDP the frozen base is replicated and the adapters' gradients are averaged in
+      :func:`optimizer_step`; with FSDP2 the base is sharded with its adapters (FSDP2 reduces their
+      gradients), the optimisers switched to the adapters' shards.
+    What accelerate does not prepare is registered for checkpointing, whole (:class:`FullState`,
+    :class:`OptimizerState`).
     """
-    if nets.lora_base is not None:
+    base = nets.lora_base
+    if base is not None and not accelerator.is_fsdp2:
         reward_model, opt_g, opt_f, opt_r = accelerator.prepare(reward_model, opt_g, opt_f, opt_r)
-        accelerator.register_for_checkpointing(AdapterState(nets.lora_base))
+        accelerator.register_for_checkpointing(FullState(base, only="lora_"))
+        return nets, reward_model, opt_g, opt_f, opt_r
+    if base is not None:
+        shard(accelerator, base, opt_g, opt_f)
+        reward_model = replicate(accelerator, reward_model.to(accelerator.device), cfg.find_unused_parameters)
+        states = (FullState(base, only="lora_"), OptimizerState(base, opt_g), OptimizerState(base, opt_f))
+        accelerator.register_for_checkpointing(*states, unwrapped(reward_model), opt_r)
         return nets, reward_model, opt_g, opt_f, opt_r
     if accelerator.is_fsdp2:
         nets.student, opt_g = accelerator.prepare(nets.student, opt_g)
         nets.fake, opt_f = accelerator.prepare(nets.fake, opt_f)
-        shard_frozen(accelerator, nets.teacher)
-        shard_frozen(accelerator, nets.ema)
+        shard(accelerator, nets.teacher)
+        shard(accelerator, nets.ema)
         reward_model = replicate(accelerator, reward_model.to(accelerator.device), cfg.find_unused_parameters)
-        accelerator.register_for_checkpointing(FullState(nets.ema), reward_model.module, opt_r)
+        accelerator.register_for_checkpointing(FullState(nets.ema), unwrapped(reward_model), opt_r)
         return nets, reward_model, opt_g, opt_f, opt_r
     nets.student, nets.fake, reward_model, opt_g, opt_f, opt_r = accelerator.prepare(
         nets.student, nets.fake, reward_model, opt_g, opt_f, opt_r
@@ -326,19 +330,31 @@ def prepare_networks(accelerator, cfg, nets: Networks, reward_model, opt_g, opt_
     return nets, reward_model, opt_g, opt_f, opt_r
 
 
-def shard_frozen(accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """Shard a frozen module with FSDP2 as accelerate shards the trained ones (the config's layer
-    class as units, then the root; same mesh), gathering it for each forward and freeing it after."""
+def shard(accelerator, model: torch.nn.Module, *optimizers) -> torch.nn.Module:
+    """Shard ``model`` with FSDP2 as accelerate shards the ones it prepares (the config's layer class
+    as units, then the root; the same mesh), gathered for each forward and freed after it: the
+    frozen teacher and EMA, and the LoRA base with its adapters. ``optimizers`` (not stepped yet)
+    are switched to the sharded parameters."""
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy, get_module_children_bottom_up
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
+    names = {p: n for n, p in model.named_parameters()}
     mesh = getattr(accelerator, "torch_device_mesh", None)
     mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None
     policy = fsdp2_prepare_auto_wrap_policy(accelerator.state.fsdp_plugin, model)
     for module in get_module_children_bottom_up(model)[:-1]:
         if policy is not None and policy(module) and not isinstance(module, FSDPModule):
             fully_shard(module, mesh=mesh, reshard_after_forward=True)
-    return fully_shard(model, mesh=mesh, reshard_after_forward=True)
+    fully_shard(model, mesh=mesh, reshard_after_forward=True)
+    sharded = dict(model.named_parameters())
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group["params"] = [sharded[names[p]] for p in group["params"]]
+    return model
+
+
+def unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 
 def replicate(accelerator, module: torch.nn.Module, find_unused_parameters: bool = False) -> torch.nn.Module:
@@ -350,9 +366,10 @@ def replicate(accelerator, module: torch.nn.Module, find_unused_parameters: bool
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
+    """Whether ``module`` (or the base of a LoRA view) is sharded with FSDP2."""
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(module, FSDPModule)
+    return isinstance(getattr(module, "base", module), FSDPModule)
 
 
 def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -368,14 +385,21 @@ def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 class FullState:
     """A module for ``accelerator.register_for_checkpointing`` whose checkpoint holds its whole
-    weights even when it is sharded (every process takes part in the gather, accelerate writes the
-    main process's copy); loading gives each process its own shard of them."""
+    weights (those whose names contain ``only``, e.g. the LoRA adapters) even when it is sharded:
+    every process takes part in the gather, accelerate writes the main process's copy; loading
+    gives each process its own shard of them."""
 
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
+    def __init__(self, module: torch.nn.Module, only: str = ""):
+        self.module, self.only = module, only
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return full_state_dict(self.module)
+        if not self.only:
+            return full_state_dict(self.module)
+        return {
+            n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().cpu().clone()
+            for n, p in self.module.named_parameters()
+            if self.only in n
+        }
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -391,11 +415,32 @@ class FullState:
                 target.copy_(value)
 
 
-def unsharded_copy(module: torch.nn.Module) -> torch.nn.Module | None:
-    """A plain fp32 copy of ``module`` for export. A sharded one is gathered first (every process
-    must call this); the copy is then made on the main process only, the others get None."""
+class OptimizerState:
+    """An optimiser over sharded parameters of ``model`` for ``accelerator.register_for_checkpointing``:
+    saved whole (gathered; accelerate writes the main process's copy), loaded back shard by shard."""
+
+    def __init__(self, model: torch.nn.Module, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self.model, self.optimizer, options=options)
+
+    def load_state_dict(self, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def unsharded_copy(module: torch.nn.Module, dtype: torch.dtype | None = torch.float32, adapters=None) -> torch.nn.Module | None:
+    """A plain copy of ``module`` (in ``dtype``; None keeps its own) for export. A sharded one is
+    gathered first (every process must call this) and rebuilt from its config on the main process
+    only (``adapters(copy)`` adds the LoRA adapters before the weights load); the others get None."""
     if not is_sharded(module):
-        return copy.deepcopy(module).to(torch.float32).eval()
+        plain = copy.deepcopy(module)
+        return (plain.to(dtype) if dtype else plain).eval()
     from torch.distributed.fsdp import FSDPModule
 
     state = full_state_dict(module)
@@ -403,8 +448,10 @@ def unsharded_copy(module: torch.nn.Module) -> torch.nn.Module | None:
         return None
     cls = next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))  # fully_shard subclasses the module's class
     plain = cls.from_config(module.config)
+    if adapters is not None:
+        adapters(plain)
     plain.load_state_dict(state)
-    return plain.to(torch.float32).eval()
+    return (plain.to(dtype) if dtype else plain).eval()
 
 
 # ----------------------------------------------------------------------------- one iteration's parts
@@ -437,13 +484,15 @@ def training_role(lora_base, role: str):
 
 def optimizer_step(accelerator, optimizer, loss: torch.Tensor, module: torch.nn.Module, lora_base=None, role: str = "", clip: float = 1.0):
     """zero_grad, backward, clip the gradient norm of ``module``, step. With LoRA the backward runs
-    in ``role`` and, over several processes, the adapter's gradients are averaged (DDP's rule)."""
+    in ``role`` and, over several unsharded processes, the adapter's gradients are averaged (DDP's
+    rule; FSDP2 reduces sharded gradients itself)."""
     optimizer.zero_grad(set_to_none=True)
     with training_role(lora_base, role):
         accelerator.backward(loss)
-    if lora_base is not None and accelerator.num_processes > 1:
+    sharded = is_sharded(module)
+    if lora_base is not None and accelerator.num_processes > 1 and not sharded:
         average_gradients(list(module.parameters()), accelerator.num_processes)
-    if clip and is_sharded(module):  # accelerate matches a model by comparing parameter lists with ==, which two models' DTensors refuse
+    if clip and sharded:  # accelerate matches a model by comparing parameter lists with ==, which two models' DTensors refuse
         torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
     elif clip:
         accelerator.clip_grad_norm_(module.parameters(), clip)
@@ -618,14 +667,17 @@ def save_student(accelerator, cfg, pipe: DollarPipeline, nets: Networks, reward_
     latent reward model, and ``distill_config.json`` (the config, ``record``, where the weights came
     from, ``memory``). Every process calls it (sharded weights are gathered by all of them); the
     main process writes."""
-    if nets.lora_base is not None:
-        final = merged_student(nets.lora_base).to(torch.float32).eval() if accelerator.is_main_process else None
+    base = nets.lora_base
+    if base is not None:
+        if is_sharded(base):
+            base = unsharded_copy(base, None, lambda plain: add_adapters(plain, cfg.lora_rank, cfg.lora_alpha or None))
+        final = merged_student(base).to(torch.float32).eval() if accelerator.is_main_process else None
     else:
         final = unsharded_copy(accelerator.unwrap_model(nets.student))
     if not accelerator.is_main_process:
         return
-    if nets.lora_base is not None:
-        save_student_adapter(nets.lora_base, os.path.join(cfg.output_dir, "student_lora"))
+    if base is not None:
+        save_student_adapter(base, os.path.join(cfg.output_dir, "student_lora"))
     num_frames, height, width = training_size(pipe, cfg)
     out = DollarPipeline(
         transformer=final,

@@ -6,8 +6,8 @@ model stays whole (DDP). Both processes draw the same batch (tests/ddp_worker.py
 DOLLAR_TEST_SAME_BATCH), so the averaged gradient is the one-process gradient and the sharded run
 must reproduce a one-process run: same losses at every iteration, same saved student (gathered by
 both processes, written by the main one), and a resume from its sharded checkpoint that continues
-exactly. LoRA runs over two processes too (DDP: the frozen base replicated, the adapters'
-gradients averaged)."""
+exactly. The same holds for LoRA under FSDP (the one frozen base sharded with its adapters); LoRA
+under DDP (the base replicated, the adapters' gradients averaged) keeps one set of weights."""
 
 import json
 import os
@@ -99,14 +99,18 @@ def saved_student(folder) -> dict[str, torch.Tensor]:
     return load_file(os.path.join(folder, "transformer", "diffusion_pytorch_model.safetensors"))
 
 
-@pytest.mark.slow
-def test_fsdp_shards_every_transformer_and_reproduces_the_one_process_run(teacher, tmp_path):
-    fsdp_config = ["--config_file", os.path.join(ROOT, "train", "configs", "accelerate-fsdp.yaml")]
-    sharded_out, single_out = tmp_path / "fsdp", tmp_path / "single"
-    ranks = launch(fsdp_config, ["--teacher", teacher, "--output_dir", str(sharded_out), *ARGS], fsdp=True)
-    reference = one_process(["--teacher", teacher, "--output_dir", str(single_out), *ARGS])
+FSDP_CONFIG = ["--config_file", os.path.join(ROOT, "train", "configs", "accelerate-fsdp.yaml")]
 
-    # every transformer is split between the two processes; the latent reward model is whole on each
+
+def check_sharded_run_against_one_process(teacher: str, args: list[str], tmp_path, what: str) -> None:
+    """Run ``args`` sharded on two processes and in one; compare what each process holds, the losses,
+    the saved student, and a resume from the sharded checkpoint of iteration 2."""
+    sharded_out, single_out = tmp_path / "fsdp", tmp_path / "single"
+    ranks = launch(FSDP_CONFIG, ["--teacher", teacher, "--output_dir", str(sharded_out), *args], fsdp=True)
+    reference = one_process(["--teacher", teacher, "--output_dir", str(single_out), *args])
+
+    # every transformer (with LoRA: the one base, seen in every role) is split between the two
+    # processes; the latent reward model is whole on each
     for role in ("teacher", "student", "fake", "ema"):
         held = [r["held"][role] for r in ranks]
         assert all(h["sharded"] for h in held), (role, held)
@@ -118,7 +122,7 @@ def test_fsdp_shards_every_transformer_and_reproduces_the_one_process_run(teache
     # the same losses as one process, on both processes, at every iteration
     assert ranks[0]["iterations"] == ranks[1]["iterations"] == 3
     assert {"loss_vsd", "loss_cd", "loss_fake", "loss_lrm_fit", "loss_ft"} <= set(reference[0])
-    assert_same_losses([r["losses"] for r in ranks], reference, "FSDP, two processes")
+    assert_same_losses([r["losses"] for r in ranks], reference, what)
 
     # the saved student: gathered from the shards, the one-process student
     got, want = saved_student(sharded_out), saved_student(single_out)
@@ -126,21 +130,37 @@ def test_fsdp_shards_every_transformer_and_reproduces_the_one_process_run(teache
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=RTOL, atol=ATOL)
     gap = max(float((got[k] - want[k]).abs().max()) for k in want)
-    moved = max(
-        float((want[k] - v).abs().max())
-        for k, v in load_file(os.path.join(teacher, "transformer", "diffusion_pytorch_model.safetensors")).items()
-    )
-    print(f"FSDP: saved student differs from the one-process student by at most {gap:.1e} (training moved it by {moved:.1e})")
+    start = load_file(os.path.join(teacher, "transformer", "diffusion_pytorch_model.safetensors"))
+    moved = max(float((want[k] - v).abs().max()) for k, v in start.items())
+    print(f"{what}: saved student differs from the one-process student by at most {gap:.1e} (training moved it by {moved:.1e})")
     assert moved > 100 * max(gap, ATOL)
 
     # a resume from the sharded checkpoint of iteration 2 continues exactly: iteration 3 again
     resumed_out = tmp_path / "resumed"
     checkpoint = sharded_out / "checkpoints" / "iteration-0000002"
     assert json.load(open(checkpoint / "checkpoint.json"))["info"]["iteration"] == 2
-    resumed = launch(fsdp_config, ["--teacher", teacher, "--output_dir", str(resumed_out), *ARGS, "--resume", str(checkpoint)], fsdp=True)
+    resumed = launch(FSDP_CONFIG, ["--teacher", teacher, "--output_dir", str(resumed_out), *args, "--resume", str(checkpoint)], fsdp=True)
     assert all(r["iterations"] == 3 and len(r["losses"]) == 1 for r in resumed)
-    assert_same_losses([r["losses"] for r in resumed], reference[2:], "FSDP, resumed at iteration 2")
+    assert_same_losses([r["losses"] for r in resumed], reference[2:], f"{what}, resumed at iteration 2")
     got = saved_student(resumed_out)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_fsdp_shards_every_transformer_and_reproduces_the_one_process_run(teacher, tmp_path):
+    check_sharded_run_against_one_process(teacher, ARGS, tmp_path, "FSDP, two processes")
+
+
+@pytest.mark.slow
+def test_lora_under_fsdp_shards_the_base_and_reproduces_the_one_process_run(tmp_path):
+    """One frozen base carries the student, fake and EMA adapters; sharded, it holds a half of each."""
+    teacher = st.save("wan", tmp_path / "teacher")
+    h, w, f = st.SIZES["wan"]
+    args = [*ARGS, "--height", str(h), "--width", str(w), "--num_frames", str(f), "--lora_rank", "4"]
+    check_sharded_run_against_one_process(teacher, args, tmp_path, "LoRA under FSDP, two processes")
+    got, want = (load_file(tmp_path / run / "student_lora" / "pytorch_lora_weights.safetensors") for run in ("fsdp", "single"))
+    assert got.keys() == want.keys()
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=RTOL, atol=ATOL)
 
@@ -170,9 +190,9 @@ def test_the_launch_configs_the_trainer_refuses_are_one_sentence():
     def accelerator(fsdp2=True, precision="no"):
         return SimpleNamespace(distributed_type="DistributedType.FSDP", is_fsdp2=fsdp2, mixed_precision=precision)
 
-    check_launch(SimpleNamespace(lora_rank=0), accelerator())
-    with pytest.raises(SystemExit, match="LoRA .* launch it with accelerate-ddp.yaml"):
-        check_launch(SimpleNamespace(lora_rank=8), accelerator())
+    for lora_rank in (0, 8):
+        check_launch(SimpleNamespace(lora_rank=lora_rank), accelerator())
+        check_launch(SimpleNamespace(lora_rank=lora_rank), accelerator(precision="bf16"))
     with pytest.raises(SystemExit, match="fsdp_version: 2"):
         check_launch(SimpleNamespace(lora_rank=0), accelerator(fsdp2=False))
     with pytest.raises(SystemExit, match="bf16 or no, not fp16"):

@@ -184,7 +184,7 @@ def main(cfg: DistillConfig) -> dict:
         accelerator.print(f"encoded {len(latents)} clips and {len(data.val_prompts)} validation prompts into {cache_path}")
         return {"iterations": 0, "history": [], "rollbacks": 0, "cache": cache_path}
 
-    nets = build_networks(cfg, pipe, device)
+    nets = build_networks(cfg, pipe, "cpu" if accelerator.is_fsdp2 else device)  # FSDP: copies reach the GPU shard by shard
     if cfg.init_student:
         start_weights = load_student_init(cfg.init_student, pipe.transformer)
         nets.student.load_state_dict(start_weights)

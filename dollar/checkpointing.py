@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import warnings
+
+from dollar.config import TrainerRunConfig
 
 MANIFEST = "checkpoint.json"
 INCOMPLETE = ".incomplete"
@@ -68,6 +71,18 @@ def save_checkpoint(accelerator, folder: str, info: dict, keep: int | None = Non
             for old, _ in complete_checkpoints(root)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_when_due(accelerator, cfg: TrainerRunConfig, root: str, step: int, last_step: int, start: float) -> bool:
+    """After ``step``: save a checkpoint into ``root`` when one is due (every ``cfg.checkpoint_every``
+    steps, at ``last_step``, or once ``cfg.time_limit_minutes`` since ``start`` (``time.time()``)
+    have passed). True when the time limit was reached (the caller stops), having said how to resume."""
+    out_of_time = bool(cfg.time_limit_minutes) and (time.time() - start) > 60 * cfg.time_limit_minutes
+    if step % cfg.checkpoint_every == 0 or step == last_step or out_of_time:
+        save_checkpoint(accelerator, os.path.join(root, f"step-{step:07d}"), {"step": step}, keep=cfg.keep_checkpoints)
+    if out_of_time:
+        accelerator.print(f"time limit reached at step {step}; rerun with --resume latest to continue")
+    return out_of_time
 
 
 def checkpoint_problem(folder: str) -> str | None:

@@ -15,10 +15,23 @@ import difflib
 import os
 import sys
 import typing
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass
+class TrainerRunConfig:
+    """The run fields every step-based trainer shares (train_vae, train_teacher): a trainer's
+    config subclasses it, so these flags mean the same everywhere. They come first in ``--help``."""
+
+    checkpoint_every: int = 100
+    seed: int = 0
+    resume: str = ""  # "latest" (or "true"): the newest complete checkpoint; or a checkpoint folder
+    keep_checkpoints: int = 2
+    time_limit_minutes: float = 0.0  # checkpoint and stop past this; 0 = no limit
+    mixed_precision: str = "no"
 
 
 def parse_config(cls: type[T], argv: list[str] | None = None) -> T:

@@ -73,28 +73,9 @@ def test_teacher_script_trains_saves_and_resumes(tmp_path):
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TEST_TRANSFORMER_CONFIG.items()}))
     out = tmp_path / "teacher"
-    common = [
-        sys.executable,
-        os.path.join(ROOT, "train", "train_teacher.py"),
-        "--vae",
-        str(vae_dir),
-        "--output_dir",
-        str(out),
-        "--num_clips",
-        "8",
-        "--batch_size",
-        "4",
-        "--model_config",
-        str(cfg),
-        "--checkpoint_every",
-        "2",
-        "--save_fp16",
-        "false",
-        "--two_object_fraction",
-        "0.5",
-        "--vocabulary",
-        "rich",
-    ]
+    common = [sys.executable, os.path.join(ROOT, "train", "train_teacher.py"), "--vae", str(vae_dir), "--output_dir", str(out)]
+    common += "--num_clips 8 --batch_size 4 --checkpoint_every 2 --save_fp16 false --two_object_fraction 0.5 --vocabulary rich".split()
+    common += ["--model_config", str(cfg)]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     subprocess.run(common + ["--max_steps", "2"], check=True, env=env, capture_output=True)
     assert os.listdir(out / "cache") == ["latents-8x2-two0.5-rich.safetensors"]
@@ -118,7 +99,7 @@ def test_teacher_time_limit_and_export_only_write_the_ema_pipeline(tmp_path):
     cfg.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in TEST_TRANSFORMER_CONFIG.items()}))
     out = tmp_path / "teacher"
     common = [sys.executable, os.path.join(ROOT, "train", "train_teacher.py"), "--vae", str(vae_dir), "--output_dir", str(out)]
-    common += ["--num_clips", "8", "--batch_size", "4", "--model_config", str(cfg), "--save_fp16", "false"]
+    common += ["--model_config", str(cfg), *"--num_clips 8 --batch_size 4 --save_fp16 false".split()]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
     missing = subprocess.run(common + ["--export_only", "true"], env=env, capture_output=True, text=True)
     assert missing.returncode != 0 and "Traceback" not in missing.stderr and "no checkpoint" in missing.stderr

@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
-from dollar.config import parse_config  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, load_checkpoint, open_log  # noqa: E402
+from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
 from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, DollarWanTransformer3DModel, set_attention_backend  # noqa: E402
@@ -42,7 +42,7 @@ from dollar.text import encode_prompts, load_text_encoder  # noqa: E402
 
 
 @dataclass
-class TeacherTrainConfig:
+class TeacherTrainConfig(TrainerRunConfig):
     output_dir: str = "assets/teacher"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
     vae: str = "assets/vae"
@@ -59,12 +59,6 @@ class TeacherTrainConfig:
     ema_decay: float = 0.998
     prompt_dropout: float = 0.1
     default_guidance_scale: float = 4.5
-    checkpoint_every: int = 100
-    seed: int = 0
-    resume: str = ""  # "latest" (or "true"): the newest complete checkpoint; or a checkpoint folder
-    keep_checkpoints: int = 2
-    time_limit_minutes: float = 0.0  # checkpoint and stop past this; 0 = no limit
-    mixed_precision: str = "no"
     attention_backend: str = "auto"  # auto: xformers on CUDA when installed, else PyTorch SDPA
     gradient_checkpointing: bool = False
     save_fp16: bool = True
@@ -193,11 +187,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
         bar.set_postfix(loss=f"{loss.item():.4f}")
         log.write(json.dumps({"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}) + "\n")
         log.flush()
-        out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-            save_checkpoint(accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step}, keep=cfg.keep_checkpoints)
-        if out_of_time:
-            accelerator.print(f"time limit reached at step {step}; rerun with --resume latest to continue")
+        if checkpoint_when_due(accelerator, cfg, ckpt_root, step, cfg.max_steps, start):
             save_pipeline(cfg, accelerator, transformer, ema, vae, step)
             return {"step": step, "losses": losses}
     bar.close()

@@ -23,15 +23,15 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
-from dollar.config import parse_config  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, load_checkpoint, open_log  # noqa: E402
+from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 
 
 @dataclass
-class VAETrainConfig:
+class VAETrainConfig(TrainerRunConfig):
     output_dir: str = "assets/vae"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
     max_steps: int = 1500
@@ -43,12 +43,6 @@ class VAETrainConfig:
     two_object_fraction: float = 0.3
     eval_every: int = 250
     eval_videos: int = 32
-    checkpoint_every: int = 100
-    seed: int = 0
-    resume: str = ""  # "latest" (or "true"): the newest complete checkpoint; or a checkpoint folder
-    keep_checkpoints: int = 2
-    time_limit_minutes: float = 0.0  # stop (after a checkpoint) when this is exceeded; 0 = none
-    mixed_precision: str = "no"
     init_from: str = ""  # start from a saved VAE folder
     decoder_only: bool = False  # with init_from: train the decoder alone, keeping the latent space
     vae_config: str = ""  # JSON (inline or a file) of CausalVideoAutoencoder kwargs over the default, e.g. '{"patch_size": 2}'
@@ -145,17 +139,20 @@ def main(cfg: VAETrainConfig) -> None:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        record = {"step": step, "seconds": round(time.time() - start, 1), "loss": loss.item(), "rec": rec.item(), "latent_l2": kl.item(), "lr": schedule.get_last_lr()[0]}
+        record = {
+            "step": step,
+            "seconds": round(time.time() - start, 1),
+            "loss": loss.item(),
+            "rec": rec.item(),
+            "latent_l2": kl.item(),
+            "lr": schedule.get_last_lr()[0],
+        }
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             record["eval_psnr"] = evaluate(accelerator.unwrap_model(vae), cfg.eval_videos)
             accelerator.print(f"step {step}: held-out PSNR {record['eval_psnr']:.2f} dB")
         log.write(json.dumps(record) + "\n")
         log.flush()
-        out_of_time = cfg.time_limit_minutes and (time.time() - start) > 60 * cfg.time_limit_minutes
-        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or out_of_time:
-            save_checkpoint(accelerator, os.path.join(ckpt_root, f"step-{step:07d}"), {"step": step}, keep=cfg.keep_checkpoints)
-        if out_of_time:
-            accelerator.print(f"time limit reached at step {step}; rerun with --resume latest to continue")
+        if checkpoint_when_due(accelerator, cfg, ckpt_root, step, cfg.max_steps, start):
             return
     bar.close()
     vae = accelerator.unwrap_model(vae)

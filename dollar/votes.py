@@ -75,7 +75,30 @@ class Base(DeclarativeBase):
     pass
 
 
-class BattleRow(Base):
+class ShownPair:
+    """The facts of a pair shown blind, which a battle holds and its vote copies (so an export is
+    self-contained). ``sort_order`` keeps each table's column order: the row's own leading columns,
+    these, the row's own others (``sort_order=2``), then :class:`RaterColumns`."""
+
+    prompt: Mapped[str] = mapped_column(sa.Text, sort_order=1)
+    prompt_origin: Mapped[str] = mapped_column(sa.String(16), sort_order=1)
+    counts_for_board: Mapped[bool] = mapped_column(sa.Boolean, sort_order=1)
+    seed: Mapped[int] = mapped_column(sa.BigInteger, sort_order=1)
+    model_a: Mapped[str] = mapped_column(sa.String(256), sort_order=1)
+    model_b: Mapped[str] = mapped_column(sa.String(256), sort_order=1)
+    swapped: Mapped[bool] = mapped_column(sa.Boolean, sort_order=1)
+    video_hash_a: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, sort_order=1)
+    video_hash_b: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, sort_order=1)
+
+
+class RaterColumns:
+    """Who voted (a salted hash of the address, never the address) and, on a check battle, the side that must win."""
+
+    client_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True, sort_order=3)
+    check_side: Mapped[str | None] = mapped_column(sa.String(1), nullable=True, sort_order=3)
+
+
+class BattleRow(ShownPair, RaterColumns, Base):
     """A pair of videos shown blind. ``model_a`` is on the left; ``swapped`` says the pairing
     drawn as (first, second) was shown as (second, first). ``client_key`` names the rater by its
     address (a salted hash, never the address); ``check_side`` is set on a check battle (the
@@ -87,23 +110,12 @@ class BattleRow(Base):
     created_at: Mapped[datetime] = mapped_column(sa.DateTime)
     shown_at: Mapped[datetime | None] = mapped_column(sa.DateTime, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(sa.DateTime)
-    prompt: Mapped[str] = mapped_column(sa.Text)
-    prompt_origin: Mapped[str] = mapped_column(sa.String(16))
-    counts_for_board: Mapped[bool] = mapped_column(sa.Boolean)
-    seed: Mapped[int] = mapped_column(sa.BigInteger)
-    model_a: Mapped[str] = mapped_column(sa.String(256))
-    model_b: Mapped[str] = mapped_column(sa.String(256))
-    swapped: Mapped[bool] = mapped_column(sa.Boolean)
-    video_hash_a: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    video_hash_b: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    pool_item: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
-    status: Mapped[str] = mapped_column(sa.String(16), index=True)
-    void_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
-    client_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
-    check_side: Mapped[str | None] = mapped_column(sa.String(1), nullable=True)
+    pool_item: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True, sort_order=2)
+    status: Mapped[str] = mapped_column(sa.String(16), index=True, sort_order=2)
+    void_reason: Mapped[str | None] = mapped_column(sa.Text, nullable=True, sort_order=2)
 
 
-class VoteRow(Base):
+class VoteRow(ShownPair, RaterColumns, Base):
     """One vote; a copy of the battle's facts so that an export is self-contained."""
 
     __tablename__ = "votes"
@@ -111,23 +123,12 @@ class VoteRow(Base):
     battle_id: Mapped[str] = mapped_column(sa.String(36), sa.ForeignKey("battles.id"), unique=True)
     session_hash: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, index=True)
-    prompt: Mapped[str] = mapped_column(sa.Text)
-    prompt_origin: Mapped[str] = mapped_column(sa.String(16))
-    counts_for_board: Mapped[bool] = mapped_column(sa.Boolean)
-    seed: Mapped[int] = mapped_column(sa.BigInteger)
-    model_a: Mapped[str] = mapped_column(sa.String(256))
-    model_b: Mapped[str] = mapped_column(sa.String(256))
-    swapped: Mapped[bool] = mapped_column(sa.Boolean)
-    video_hash_a: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    video_hash_b: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    visual_quality: Mapped[str] = mapped_column(sa.String(8))
-    text_alignment: Mapped[str] = mapped_column(sa.String(8))
-    motion: Mapped[str] = mapped_column(sa.String(8))
-    overall: Mapped[str] = mapped_column(sa.String(8))
-    time_to_vote_s: Mapped[float | None] = mapped_column(sa.Float, nullable=True)
-    app_version: Mapped[str] = mapped_column(sa.String(32))
-    client_key: Mapped[str | None] = mapped_column(sa.String(64), nullable=True, index=True)
-    check_side: Mapped[str | None] = mapped_column(sa.String(1), nullable=True)
+    visual_quality: Mapped[str] = mapped_column(sa.String(8), sort_order=2)
+    text_alignment: Mapped[str] = mapped_column(sa.String(8), sort_order=2)
+    motion: Mapped[str] = mapped_column(sa.String(8), sort_order=2)
+    overall: Mapped[str] = mapped_column(sa.String(8), sort_order=2)
+    time_to_vote_s: Mapped[float | None] = mapped_column(sa.Float, nullable=True, sort_order=2)
+    app_version: Mapped[str] = mapped_column(sa.String(32), sort_order=2)
 
 
 class SettingRow(Base):

@@ -15,7 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from conftest import require_postgres
 from dollar.local_servers import start_postgres
 from dollar.votes import (
+    FULL_COLUMNS,
     PUBLIC_COLUMNS,
+    BattleRow,
     HubMirror,
     RaterLimits,
     StoreError,
@@ -269,6 +271,18 @@ def test_limits_hold_per_client_whatever_session_it_claims(tmp_path):
     with pytest.raises(VoteError, match="cast 2 votes in the last 24 hours"):
         store.record_vote(battles[2].id, "s2", ANSWERS, client_key=key)
     assert store.count_votes() == 2
+
+
+def test_the_tables_keep_their_column_order():
+    """CREATE TABLE and the full export follow it; the columns battles and votes share come from
+    mixins, which sort_order keeps in place."""
+    shared = "prompt prompt_origin counts_for_board seed model_a model_b swapped video_hash_a video_hash_b".split()
+    rater = ["client_key", "check_side"]
+    battle = "id session_hash created_at shown_at expires_at".split() + shared + ["pool_item", "status", "void_reason"] + rater
+    assert [c.name for c in BattleRow.__table__.columns] == battle
+    vote = ["id", "battle_id", "session_hash", "created_at", *shared, *"visual_quality text_alignment motion overall".split()]
+    vote += ["time_to_vote_s", "app_version", *rater]
+    assert list(FULL_COLUMNS) == [*vote, "rater", "rater_flagged", "counted"]
 
 
 def test_a_store_from_before_the_rater_columns_is_upgraded(tmp_path):

@@ -1,23 +1,24 @@
-"""Attack the arena as a client would (issue #15), against the real app on 127.0.0.1, and write
-what each attack gets now to benchmarks/results/arena_attack.json.
+"""Attack the arena as a client would (issue #15), against the real app (``python app.py``) on
+this machine, and write what each attack gets now to benchmarks/results/arena_attack.json.
 
 python benchmarks/arena_attack.py                      # ~5 minutes on 2 CPU cores
 python benchmarks/arena_attack.py --rounds 20 --votes 200 --attack-seconds 30   # a quicker run
 
-Two apps are served from this process, on loopback only, on one pool of battles rendered first:
+Two apps are served, each ``python app.py`` in its own process, on one pool of battles rendered first:
 - "blind": the deployed blindness (padded per-battle copies, the round floor, check rounds) with
   the per-address limits off, so one client can gather ``--rounds`` battles quickly. The client
   hops sessions, votes "tie", reads every reveal and keeps every fingerprint of what it received
   (URL, file name, bytes, size, the mp4 without its padding), then tries to name the models from
   what it receives: repeats of a fingerprint, the smaller file, the slower answer. Binomial tests
   (scipy) say whether any guess beats chance.
-- "limits": every default (the limits on). A board of honest votes, simulated from fixed
-  Bradley-Terry strengths and stored under 40 rater keys, stands before the attack; one client
-  then sends up to ``--votes`` vote attempts (bounded by ``--attack-seconds``; 8 threads, a new
-  session every 5 rounds) as a worst-case attacker that knows every identity (read from the
-  server's database, as if blindness had failed) and votes for the weaker model. The board is
-  read through the API before and after; the same ranking is also computed offline with the
-  daily cap's worth of such votes, and with all of them counted (no limits), for comparison.
+- "limits": every default (the limits on; the address it listens on is reported). A board of
+  honest votes, simulated from fixed Bradley-Terry strengths and stored under 40 rater keys,
+  stands before the attack; one client then sends up to ``--votes`` vote attempts (bounded by
+  ``--attack-seconds``; 8 threads, a new session every 5 rounds) as a worst-case attacker that
+  knows every identity (read from the server's database, as if blindness had failed) and votes for
+  the weaker model. The board is read through the API before and after; the same ranking is also
+  computed offline with the daily cap's worth of such votes, and with all of them counted (no
+  limits), for comparison.
 Then the public export, direct file reads, an oversized upload and the bad inputs of the issue.
 """
 
@@ -38,7 +39,9 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from dollar.local_servers import free_port, gradio_call  # noqa: E402
+from dollar.local_servers import gradio_call, listening_address, served_app  # noqa: E402
+
+APP = os.path.join(ROOT, "app.py")
 
 # Simulated honest preferences (log-odds units): the order the bundled models' cards suggest.
 HONEST_STRENGTHS = {
@@ -97,15 +100,6 @@ def binomial(k: int, n: int, p: float) -> dict:
         return {"correct": 0, "n": 0}
     test = binomtest(k, n, p, alternative="greater")
     return {"correct": k, "n": n, "accuracy": round(k / n, 3), "chance": round(p, 3), "p_value": round(float(test.pvalue), 4)}
-
-
-def serve(argv: list[str]):
-    import app
-
-    port = free_port()
-    demo, kwargs = app.create_app([*argv, "--port", str(port)])
-    demo.launch(**kwargs, prevent_thread_lock=True, quiet=True)
-    return demo, port
 
 
 def blindness_attack(url: str, store, rounds: int) -> dict:
@@ -307,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    import app
     from dollar.arena import ModelZoo, available_models, build_pool
     from dollar.votes import PUBLIC_COLUMNS, RaterLimits, VoteStore
 
@@ -318,104 +311,106 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     build_pool(pool_dir, args.pool_rounds, zoo, log=lambda _: None)
     result: dict = {"pool": {"battles": args.pool_rounds, "models": zoo.names, "render_s": round(time.perf_counter() - start, 1)}}
-    common = ["--pool", pool_dir, "--threads", str(args.threads), "--host", "127.0.0.1"]
+    common = ["--pool", pool_dir, "--threads", str(args.threads)]
+    on_space = bool(os.environ.get("SPACE_ID"))
 
     # 1-2. Blindness: the deployed serving, the limits off so that one client gathers enough rounds.
     blind_dir = os.path.join(work, "blind")
-    demo, port = serve([*common, "--data-dir", blind_dir, "--min-view-s", "0", "--battles-per-minute", "0", "--votes-per-day", "0"])
-    store = VoteStore(f"sqlite:///{os.path.join(blind_dir, 'votes.sqlite')}")
-    result["blindness"] = blindness_attack(f"http://127.0.0.1:{port}/", store, args.rounds)
-    demo.close()
+    blind = [*common, "--host", "127.0.0.1", "--data-dir", blind_dir, *"--min-view-s 0 --battles-per-minute 0 --votes-per-day 0".split()]
+    with served_app(APP, blind, os.path.join(work, "blind.log")) as (url, _, _):
+        store = VoteStore(f"sqlite:///{os.path.join(blind_dir, 'votes.sqlite')}")
+        result["blindness"] = blindness_attack(url, store, args.rounds)
 
-    # 3. Flood: every default; an honest board first.
+    # 3. Flood: every default (on a Space, where the default is 0.0.0.0, loopback); an honest board first.
     limits = RaterLimits()
     limit_dir = os.path.join(work, "limits")
     os.environ["DOLLAR_ADMIN_TOKEN"] = token = hashlib.sha256(os.urandom(16)).hexdigest()
-    demo, port = serve([*common, "--data-dir", limit_dir])
-    url = f"http://127.0.0.1:{port}/"
-    store = VoteStore(f"sqlite:///{os.path.join(limit_dir, 'votes.sqlite')}")
-    seed_honest_board(store, args.honest_raters, args.honest_votes)
-    honest = store.board_votes()
-    client = Client(url, verbose=False)
-    before = board_from_api(client)
-    flood_stats = flood(url, store, args.votes, args.attack_seconds, limits.min_view_s + 0.2)
-    after = board_from_api(client)
-    result["flood"] = {
-        "limits": limits.__dict__,
-        "honest_board": {"votes": len(honest), "raters": args.honest_raters, "strengths": HONEST_STRENGTHS},
-        **flood_stats,
-        "board_through_api": shift(before["rows"], after["rows"]),
-        "worst_day_offline": {
-            "note": f"the same board with one rater's {limits.votes_per_day} oracle votes (the daily cap) counted",
-            **shift(offline_board(honest, 0), offline_board(honest, limits.votes_per_day)),
-        },
-        "no_limits_offline": {
-            "note": f"the same board with all {args.votes} oracle votes counted (what the limits prevent)",
-            **shift(offline_board(honest, 0), offline_board(honest, args.votes)),
-        },
-    }
+    limits_argv = [*common, "--data-dir", limit_dir, *(["--host", "127.0.0.1"] if on_space else [])]
+    with served_app(APP, limits_argv, os.path.join(work, "limits.log")) as (url, port, pid):
+        store = VoteStore(f"sqlite:///{os.path.join(limit_dir, 'votes.sqlite')}")
+        seed_honest_board(store, args.honest_raters, args.honest_votes)
+        honest = store.board_votes()
+        client = Client(url, verbose=False)
+        before = board_from_api(client)
+        flood_stats = flood(url, store, args.votes, args.attack_seconds, limits.min_view_s + 0.2)
+        after = board_from_api(client)
+        result["flood"] = {
+            "limits": limits.__dict__,
+            "honest_board": {"votes": len(honest), "raters": args.honest_raters, "strengths": HONEST_STRENGTHS},
+            **flood_stats,
+            "board_through_api": shift(before["rows"], after["rows"]),
+            "worst_day_offline": {
+                "note": f"the same board with one rater's {limits.votes_per_day} oracle votes (the daily cap) counted",
+                **shift(offline_board(honest, 0), offline_board(honest, limits.votes_per_day)),
+            },
+            "no_limits_offline": {
+                "note": f"the same board with all {args.votes} oracle votes counted (what the limits prevent)",
+                **shift(offline_board(honest, 0), offline_board(honest, args.votes)),
+            },
+        }
 
-    # 4. Exports: a private prompt and session stay private; the full export needs the token.
-    battle = store.create_battle("victim-session", "my private prompt", "user", 0, "teacher", "student-4", False, client_key="victim")
-    store.mark_shown(battle.id, "", "")
-    store.record_vote(battle.id, "victim-session", dict.fromkeys(("visual_quality", "text_alignment", "motion", "overall"), "A"))
-    csv_path, jsonl_path = client.predict(api_name="/export")
-    with open(jsonl_path) as f:
-        public_rows = [json.loads(line) for line in f]
-    text = open(csv_path).read() + open(jsonl_path).read()
-    private = ("session_hash", "client_key", "battle_id", "seed", "time_to_vote_s", "rater")
-    try:
-        client.predict("wrong", api_name="/export_all")
-        wrong_token = "served"
-    except AppError as err:
-        wrong_token = str(err)
-    full_csv, _ = client.predict(token, api_name="/export_all")
-    result["export"] = {
-        "public_rows": len(public_rows),
-        "public_columns": list(public_rows[0]) if public_rows else list(PUBLIC_COLUMNS),
-        "private_fields_in_public_export": sorted(f for f in private if any(f in r for r in public_rows)),
-        "private_prompt_in_public_export": "my private prompt" in text,
-        "victim_session_in_public_export": "victim-session" in text,
-        "wrong_admin_token": wrong_token,
-        "full_export_with_token_has_private_prompt": "my private prompt" in open(full_csv).read(),
-    }
+        # 4. Exports: a private prompt and session stay private; the full export needs the token.
+        battle = store.create_battle("victim-session", "my private prompt", "user", 0, "teacher", "student-4", False, client_key="victim")
+        store.mark_shown(battle.id, "", "")
+        store.record_vote(battle.id, "victim-session", dict.fromkeys(("visual_quality", "text_alignment", "motion", "overall"), "A"))
+        csv_path, jsonl_path = client.predict(api_name="/export")
+        with open(jsonl_path) as f:
+            public_rows = [json.loads(line) for line in f]
+        text = open(csv_path).read() + open(jsonl_path).read()
+        private = ("session_hash", "client_key", "battle_id", "seed", "time_to_vote_s", "rater")
+        try:
+            client.predict("wrong", api_name="/export_all")
+            wrong_token = "served"
+        except AppError as err:
+            wrong_token = str(err)
+        full_csv, _ = client.predict(token, api_name="/export_all")
+        result["export"] = {
+            "public_rows": len(public_rows),
+            "public_columns": list(public_rows[0]) if public_rows else list(PUBLIC_COLUMNS),
+            "private_fields_in_public_export": sorted(f for f in private if any(f in r for r in public_rows)),
+            "private_prompt_in_public_export": "my private prompt" in text,
+            "victim_session_in_public_export": "victim-session" in text,
+            "wrong_admin_token": wrong_token,
+            "full_export_with_token_has_private_prompt": "my private prompt" in open(full_csv).read(),
+        }
 
-    # 5. Files the app must not serve, and an upload it must not take.
-    files = {
-        "pool manifest": os.path.join(pool_dir, "pool.jsonl"),
-        "vote database": os.path.join(limit_dir, "votes.sqlite"),
-        "traversal": "../../../../etc/passwd",
-    }
-    boundary = "x" * 16
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n').encode()
-    body += os.urandom(200_000) + f"\r\n--{boundary}--\r\n".encode()
-    result["server"] = {
-        "file_reads": {name: http_status(f"{url}gradio_api/file={path}") for name, path in files.items()},
-        "upload_200kb_status": http_status(f"{url}gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}),
-        "listens_on": app.build_parser().parse_args([]).host if not os.environ.get("SPACE_ID") else "(on a Space)",
-    }
+        # 5. Files the app must not serve, and an upload it must not take.
+        files = {
+            "pool manifest": os.path.join(pool_dir, "pool.jsonl"),
+            "vote database": os.path.join(limit_dir, "votes.sqlite"),
+            "traversal": "../../../../etc/passwd",
+        }
+        boundary = "x" * 16
+        body = (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n\r\n').encode()
+        body += os.urandom(200_000) + f"\r\n--{boundary}--\r\n".encode()
+        result["server"] = {
+            "file_reads": {name: http_status(f"{url}gradio_api/file={path}") for name, path in files.items()},
+            "upload_200kb_status": http_status(
+                f"{url}gradio_api/upload", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            ),
+            "listens_on": listening_address(pid, port) if not on_space else "(on a Space)",
+        }
 
-    # 6. Bad input: one sentence each.
-    cases = [
-        ((1.5,), "seed 1.5"),
-        ((True,), "seed True"),
-        (("abc",), "seed 'abc'"),
-        ((-1,), "seed -1"),
-        ((None,), "seed None"),
-    ]
-    answers = {}
-    prompt = "a red circle moving left on a black background"
-    for (seed,), name in cases:
-        answers[name] = _error(client, prompt, seed, ["teacher DDIM-1"], api_name="/generate")
-    for models, name in ((None, "models None"), ("teacher", "models as a string"), (["student-9"], "unknown model")):
-        answers[name] = _error(client, prompt, 3, models, api_name="/generate")
-    for literal in ("NaN", "Infinity", "-Infinity"):
-        answers[f"seed {literal} (raw HTTP)"] = _raw_error(port, f'{{"data": ["{prompt}", {literal}, ["teacher DDIM-1"]]}}')
-    answers["criterion 'speed'"] = _error(client, "speed", api_name="/leaderboard")
-    answers["answer 'C'"] = _error(client, "x", "A", "C", "A", "A", api_name="/arena_vote")
-    one = {k: v for k, v in answers.items() if v and "\n" not in v and v.endswith(".") and "Could not" not in v}
-    result["bad_input"] = {"answers": answers, "one_sentence": f"{len(one)}/{len(answers)}"}
-    demo.close()
+        # 6. Bad input: one sentence each.
+        cases = [
+            ((1.5,), "seed 1.5"),
+            ((True,), "seed True"),
+            (("abc",), "seed 'abc'"),
+            ((-1,), "seed -1"),
+            ((None,), "seed None"),
+        ]
+        answers = {}
+        prompt = "a red circle moving left on a black background"
+        for (seed,), name in cases:
+            answers[name] = _error(client, prompt, seed, ["teacher DDIM-1"], api_name="/generate")
+        for models, name in ((None, "models None"), ("teacher", "models as a string"), (["student-9"], "unknown model")):
+            answers[name] = _error(client, prompt, 3, models, api_name="/generate")
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            answers[f"seed {literal} (raw HTTP)"] = _raw_error(port, f'{{"data": ["{prompt}", {literal}, ["teacher DDIM-1"]]}}')
+        answers["criterion 'speed'"] = _error(client, "speed", api_name="/leaderboard")
+        answers["answer 'C'"] = _error(client, "x", "A", "C", "A", "A", api_name="/arena_vote")
+        one = {k: v for k, v in answers.items() if v and "\n" not in v and v.endswith(".") and "Could not" not in v}
+        result["bad_input"] = {"answers": answers, "one_sentence": f"{len(one)}/{len(answers)}"}
     del os.environ["DOLLAR_ADMIN_TOKEN"]
 
     b = result["blindness"]

@@ -1,7 +1,8 @@
 """Load test of the arena through its public API (dollar/arena_load.py): N concurrent
-gradio_client sessions each take battles and vote until the total is reached; then every vote is
-checked against the store (all stored, none duplicated, none lost) and second votes on a battle
-must be refused, also when two are sent at the same instant.
+gradio_client sessions each take battles from ``python app.py`` (served in its own process, as a
+user starts it) and vote until the total is reached; then every vote is checked against the
+store (all stored, none duplicated, none lost) and second votes on a battle must be refused, also
+when two are sent at the same instant.
 
 python benchmarks/arena_load.py                          # SQLite (WAL), 20 clients, 1000 votes
 python benchmarks/arena_load.py --postgres --out benchmarks/results/arena_load_postgres.json   # a throwaway PostgreSQL server
@@ -42,10 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import app
-
     result = run_load(
-        app.create_app,
+        os.path.join(ROOT, "app.py"),
         clients=args.clients,
         votes=args.votes,
         db=args.db,

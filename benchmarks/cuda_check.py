@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -24,29 +25,35 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "train"))
-import distill  # noqa: E402
 from dollar import memory, tiny_teachers  # noqa: E402
 
 
 def run(name: str, folder: str, lora: bool, iters: int, device: str) -> dict:
     h, w, f = tiny_teachers.SIZES[name]
     cuda = device == "cuda"
-    args = ["--teacher", folder, "--output_dir", os.path.join(folder, "..", f"student-{name}-{'lora' if lora else 'full'}")]
+    output_dir = os.path.join(folder, "..", f"student-{name}-{'lora' if lora else 'full'}")
+    args = ["--teacher", folder, "--output_dir", output_dir]
     args += ["--num_clips", "8", "--batch_size", "2", "--max_iters", str(iters), "--fake_steps", "2", "--height", str(h), "--width", str(w)]
     args += ["--num_frames", str(f), "--validate_every", "0", "--report_to", "none", "--checkpoint_every", str(iters)]
     args += ["--weight_dtype", "bf16", "--mixed_precision", "bf16" if cuda else "no", "--attention_backend", "auto"]
     args += ["--lora_rank", "8"] if lora else []
     args += [] if cuda else ["--measure_memory", "true"]
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    # The trainer as a user runs it, in its own process, so its CUDA peak is this run's alone.
+    env = dict(os.environ, PYTHONPATH=ROOT, **({} if cuda else {"CUDA_VISIBLE_DEVICES": ""}))
     start = time.perf_counter()
-    result = distill.main(distill.parse_config(args))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "train", "distill.py"), *args], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"error: train/distill.py failed on the {name} teacher ({'LoRA' if lora else 'full'}):\n{done.stderr[-4000:]}")
+    with open(os.path.join(output_dir, "distill_config.json")) as fh:
+        record = json.load(fh)  # the config, iterations_done, peak memory and (with --measure_memory) the tensor bytes
+    with open(os.path.join(output_dir, "train_log.jsonl")) as fh:
+        history = [json.loads(line) for line in fh if line.strip()]
+    backend = next((line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("attention backend: ")), None)
     if cuda:
-        peak = torch.cuda.max_memory_allocated()
+        peak = round(record["peak_cuda_mb"] * 2**20)  # torch.cuda.max_memory_allocated() of the run's process
     else:
-        peak = result["memory"]["resident_tensor_bytes"] + result["memory"]["loop_peak_tensor_bytes"]
+        peak = record["resident_tensor_bytes"] + record["loop_peak_tensor_bytes"]
     shape = memory.run_shape(folder, 2, f, h, w, 8)
     _, rows = memory.plan(folder, shape, 1, lora_rank=8)
     label = f"{'lora' if lora else 'full'} / bf16 / ddp x 1"
@@ -54,13 +61,13 @@ def run(name: str, folder: str, lora: bool, iters: int, device: str) -> dict:
     return {
         "family": name,
         "setting": label,
-        "iterations": result["iterations"],
-        "iterations_per_s": result["iterations"] / seconds,
-        "attention_backend": str(result.get("attention_backend")),
+        "iterations": record["iterations_done"],
+        "iterations_per_s": record["iterations_done"] / seconds,
+        "attention_backend": str(backend),
         "peak_bytes": peak,
         "planned_bytes": planned,
         "plan_error": (planned - peak) / peak,
-        "losses_finite": all(all(v == v for k, v in r.items() if k.startswith("loss_") and v is not None) for r in result["history"]),
+        "losses_finite": all(all(v == v for k, v in r.items() if k.startswith("loss_") and v is not None) for r in history),
     }
 
 

@@ -18,9 +18,9 @@ import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from dollar.local_servers import free_port, start_postgres
+from dollar.local_servers import served_app, start_postgres
 
 ANSWERS = ("A", "B", "tie", "both_bad")
 DEFAULT_MODELS = ("teacher", "teacher DDIM-1", "teacher DDIM-2", "teacher DDIM-4")
@@ -33,7 +33,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def run_load(
-    create_app: Callable,
+    app_path: str,
     clients: int = 20,
     votes: int = 1000,
     db: str | None = None,
@@ -43,7 +43,7 @@ def run_load(
     models: Sequence[str] = DEFAULT_MODELS,
     threads: int = 1,
 ) -> dict:
-    """Serve the app (``create_app``: argv -> (Blocks, launch kwargs), as app.py's) on a pool of
+    """Serve ``python app_path`` (app.py, in its own process as a user starts it) on a pool of
     battles (``pool``, or ``pool_rounds`` of ``models`` rendered first), run ``clients``
     concurrent raters until ``votes`` votes, and check the store: the SQLAlchemy URL ``db``, a
     throwaway PostgreSQL server (``postgres``), or a fresh SQLite file. The result's ``ok`` says
@@ -57,7 +57,7 @@ def run_load(
 
     torch.set_num_threads(threads)
     work = tempfile.mkdtemp(prefix="arena-load-")
-    demo = store = stop_postgres = None
+    store = stop_postgres = None
     try:
         pool_dir, pool_s = pool, 0.0
         if pool_dir is None:
@@ -70,23 +70,18 @@ def run_load(
         if postgres:
             db, stop_postgres = start_postgres(work)
         db = db or f"sqlite:///{os.path.join(work, 'votes.sqlite')}"
-        port = free_port()
-        argv = ["--data-dir", work, "--db", db, "--pool", pool_dir, "--host", "127.0.0.1", "--port", str(port), "--threads", str(threads)]
+        argv = ["--data-dir", work, "--db", db, "--pool", pool_dir, "--host", "127.0.0.1", "--threads", str(threads)]
         # All clients share 127.0.0.1: the per-address rater limits, check rounds and round floor are
         # off, so this measures the vote path (benchmarks/arena_attack.py measures the limits).
         argv += ["--min-view-s", "0", "--battles-per-minute", "0", "--votes-per-day", "0", "--check-rate", "0", "--round-floor-s", "0"]
-        demo, launch_kwargs = create_app(argv)
-        demo.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
-        url = f"http://127.0.0.1:{port}/"
-        store = VoteStore(db)
-        rated = rate_concurrently(url, clients, votes)
-        race_battle, race = double_vote(url)
-        by_battle = [v["battle_id"] for v in store.votes() if v["battle_id"] != race_battle]
-        with store.engine.connect() as conn:
-            voted_battles = conn.scalar(sa.select(sa.func.count()).select_from(BattleRow).where(BattleRow.status == "voted"))
+        with served_app(app_path, argv, os.path.join(work, "app.log")) as (url, _, _):
+            store = VoteStore(db)
+            rated = rate_concurrently(url, clients, votes)
+            race_battle, race = double_vote(url)
+            by_battle = [v["battle_id"] for v in store.votes() if v["battle_id"] != race_battle]
+            with store.engine.connect() as conn:
+                voted_battles = conn.scalar(sa.select(sa.func.count()).select_from(BattleRow).where(BattleRow.status == "voted"))
     finally:
-        if demo is not None:
-            demo.close()
         if store is not None:
             store.engine.dispose()
         if stop_postgres:

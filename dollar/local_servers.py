@@ -1,6 +1,7 @@
 """Servers on this machine for the system checks of the app (benchmarks/ and tests/): a free
-loopback port, a throwaway PostgreSQL server, waiting for a server to answer, and a raw call of a
-served Gradio app's API. Everything listens on 127.0.0.1 only."""
+loopback port, a throwaway PostgreSQL server, ``python app.py`` served for a while, waiting for a
+server to answer, and a raw call of a served Gradio app's API. Everything listens on 127.0.0.1
+unless told otherwise."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def free_port() -> int:
@@ -34,6 +38,42 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, name: str = 
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"{name} did not answer on {url} within {timeout:.0f} s")
+
+
+@contextmanager
+def served_app(app_path: str, argv: list[str], log_path: str, timeout: float = 300) -> Iterator[tuple[str, int, int]]:
+    """``python app_path argv --port <a free port>`` (app.py, as a user starts it) while the block
+    runs: yields (its URL on 127.0.0.1, the port, the process id) once it answers, and stops it
+    afterwards. Its output goes to ``log_path``; a failure to start says so with the log's end."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "w") as log:
+        cmd = [sys.executable, app_path, *argv, "--port", str(port)]
+        proc = subprocess.Popen(cmd, cwd=os.path.dirname(os.path.abspath(app_path)), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_for_http(url, proc, timeout, name="app.py")
+            except (RuntimeError, TimeoutError) as err:
+                with open(log_path) as f:
+                    raise RuntimeError(f"{err}; the end of its output ({log_path}):\n{f.read()[-3000:]}") from None
+            yield url, port, proc.pid
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def listening_address(pid: int, port: int) -> str | None:
+    """The address the process ``pid`` listens on at TCP ``port`` (e.g. 127.0.0.1 or 0.0.0.0); None when it does not."""
+    import psutil
+
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+            return conn.laddr.ip
+    return None
 
 
 def gradio_call(port: int, api: str, body: str) -> tuple[str, str]:

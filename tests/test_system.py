@@ -6,7 +6,6 @@ The walk and the load are dollar/browser_walk.py and dollar/arena_load.py; the f
 `python benchmarks/browser_check.py` and `python benchmarks/arena_load.py`."""
 
 import os
-import sys
 
 import pytest
 
@@ -40,13 +39,10 @@ def test_concurrent_raters_store_every_vote_exactly_once(backend):
     pytest.importorskip("gradio_client")
     if backend == "postgresql":
         require_postgres()
-    sys.path.insert(0, ROOT)
-    import app
-
     # A smaller run than the benchmark's 20 x 1000 (benchmarks/results/arena_load*.json): 20
     # clients, 100 votes, battles from a small pool of the fast few-step models.
     models = ["teacher DDIM-1", "teacher DDIM-2", "teacher DDIM-4"]
-    result = run_load(app.create_app, clients=20, votes=100, pool_rounds=12, models=models, postgres=backend == "postgresql")
+    result = run_load(os.path.join(ROOT, "app.py"), clients=20, votes=100, pool_rounds=12, models=models, postgres=backend == "postgresql")
 
     assert result["backend"].startswith(backend)
     assert result["errors"] == 0, result["error_examples"]

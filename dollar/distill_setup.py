@@ -4,9 +4,9 @@
 - the run: config checks, the teacher, the student's grid and size, the encoded data and its cache;
 - the networks: teacher, student, fake score and CD target (EMA), full copies or LoRA adapters on
   one base (``dollar/lora.py``), the latent reward model, the optimisers, and how they are spread
-  over processes: DDP (everything replicated), FSDP2 (student, fake score, teacher and EMA sharded
-  block by block, the latent reward model replicated), LoRA (the frozen base replicated, the adapters'
-  gradients averaged);
+  over processes: DDP (everything replicated; with LoRA the adapters' gradients averaged), FSDP2
+  (student, fake score, teacher and EMA sharded block by block, or the LoRA base with its adapters;
+  the latent reward model replicated);
 - one optimiser step, the EMA update, the student's training input, DDPO's policy;
 - validation on held-out prompts, rollback to a healthy checkpoint, the memory plan check, and the
   final save (sharded weights gathered by every process, written by the main one).

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The shapes issue's latent-space choice, cheaply first: train each candidate VAE for the same
+# compute (8x spatial with 48 channels costs ~0.75 s per step of batch 8 on 2 CPU cores, 4x with
+# 12 channels ~2.5 s, so 500 and 150 steps), then compare them with the bundled VAE by
+# benchmarks/latent_shape.py (PSNR; the attribute probe's shape and two-object composition on
+# reconstructions; a classifier trained on latents). Resumable: rerun after a stop.
+#   bash benchmarks/latent_candidates.sh [runs_dir]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-runs/latent-candidates}
+mkdir -p "$RUNS"
+train() {  # name, JSON architecture, steps, warmup
+    python train/train_vae.py --output_dir "$RUNS/$1" --vae_config "$2" --max_steps "$3" --warmup_steps "$4" --batch_size 8 \
+        --learning_rate 1.5e-3 --foreground_weight 4 --eval_every "$3" --checkpoint_every 50 --resume latest
+}
+[ -f "$RUNS/c48-8x/config.json" ] || train c48-8x '{"latent_channels": 48}' 500 100
+[ -f "$RUNS/c12-4x/config.json" ] || train c12-4x '{"patch_size": 2}' 150 30
+python benchmarks/latent_shape.py --vae teacher "$RUNS/c48-8x" "$RUNS/c12-4x" --clips 1500 --steps 600 \
+    --out benchmarks/results/latent_candidates.json

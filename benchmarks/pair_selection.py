@@ -50,6 +50,7 @@ def main() -> int:
     p.add_argument("--max_votes", type=int, default=6400)
     p.add_argument("--random_share", type=float, default=0.1)
     p.add_argument("--tie_share", type=float, default=0.1)
+    p.add_argument("--grid_points", type=int, default=32, help="vote budgets checked, log-spaced from 50 to --max_votes")
     p.add_argument("--target", type=float, default=0.95)
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--out", default=os.path.join("benchmarks", "results", "pair_selection.json"))
@@ -57,7 +58,7 @@ def main() -> int:
     if len(args.elo) < 2 or args.replicates < 10 or args.max_votes < 50:
         raise SystemExit("Give at least two --elo values, --replicates >= 10 and --max_votes >= 50.")
     beta = (np.asarray(args.elo) - np.mean(args.elo)) / ELO_SCALE
-    grid = sorted({int(round(v)) for v in np.geomspace(50, args.max_votes, 16)})
+    grid = sorted({int(round(v)) for v in np.geomspace(50, args.max_votes, args.grid_points)})
     start = time.perf_counter()
     result = {
         "true_elo": args.elo,

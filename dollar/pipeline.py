@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 import dollar.models.transformer  # noqa: F401  (diffusers loads the bundled classes only once they are imported)
 from dollar.denoiser import Denoiser
+from dollar.models.tiny_decoder import TinyVideoDecoder, vae_fingerprint
 from dollar.models.video_vae import latent_statistics
 from dollar.sampling import ddim_sample, multistep_sample, scheduler_sample
 from dollar.schedule import PREDICTION_TYPES, NoiseSchedule
@@ -34,6 +37,9 @@ from dollar.text import load_text_encoder
 ASSETS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
 BUNDLED_MODELS = ("teacher", "student-1", "student-2", "student-4")
 OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+DECODERS = ("full", "tiny")
+TINY_DECODER_SUBFOLDER = "tiny_decoder"  # a pipeline folder's own tiny decoder
+BUNDLED_TINY_DECODER = os.path.join(ASSETS_DIR, "tiny-decoder")  # the one distilled from the bundled VAE (teacher and students share it)
 MAX_GUIDANCE_SCALE = 50.0
 
 
@@ -100,6 +106,55 @@ def load_pipeline_text_encoder(source: str | None, dtype: torch.dtype = torch.fl
     return tokenizer, encoder
 
 
+class PromptEmbeddingCache:
+    """Text states of recent prompts, least recently used dropped first, bounded in entries and
+    bytes. An entry is one prompt's states [L, D] under a key that holds everything else that
+    changes them (length, family, device, dtype, the encoder's weight version); the cache is
+    bound to one tokenizer and text encoder and empties when either is replaced."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 64 * 2**20):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._owners: tuple = ()
+        self.hits = self.misses = 0
+
+    def bind(self, tokenizer, text_encoder) -> None:
+        """Use the cache for these objects: a different tokenizer or encoder empties it."""
+        if len(self._owners) != 2 or self._owners[0]() is not tokenizer or self._owners[1]() is not text_encoder:
+            self.clear()
+            self._owners = tuple(weakref.ref(o) if o is not None else (lambda: None) for o in (tokenizer, text_encoder))
+
+    def get(self, key):
+        states = self._entries.get(key)
+        if states is None:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return states
+
+    def put(self, key, states: torch.Tensor) -> None:
+        size = states.numel() * states.element_size()
+        if self.max_entries < 1 or size > self.max_bytes:
+            return
+        if key in self._entries:
+            old = self._entries.pop(key)
+            self._bytes -= old.numel() * old.element_size()
+        self._entries[key] = states
+        self._bytes += size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self._bytes -= old.numel() * old.element_size()
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass
 class DollarPipelineOutput(BaseOutput):
     """``frames``: uint8 [B, T, H, W, 3] (np), lists of PIL images (pil), float [B, T, 3, H, W]
@@ -145,6 +200,9 @@ class DollarPipeline(DiffusionPipeline):
             default_width=default_width,
             default_num_frames=default_num_frames,
         )
+        self.prompt_cache = PromptEmbeddingCache()
+        self._tiny_decoder: TinyVideoDecoder | None = None
+        self._vae_fingerprint: tuple | None = None  # (vae, fingerprint) of the last VAE hashed
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, prediction_type: str | None = None, with_text_encoder: bool = True, **kwargs):
@@ -196,7 +254,9 @@ class DollarPipeline(DiffusionPipeline):
     def save_pretrained(self, save_directory: str, include_text_encoder: bool = False, **kwargs):
         """Save as a diffusers folder. The text encoder is left out by default and referenced
         instead (``text_encoder_source``: the packaged MiniLM, or the teacher's folder or hub
-        id); ``include_text_encoder=True`` keeps it."""
+        id); ``include_text_encoder=True`` keeps it. A tiny decoder in use goes to ``tiny_decoder/``."""
+        if self._tiny_decoder is not None:
+            self._tiny_decoder.save_pretrained(os.path.join(save_directory, TINY_DECODER_SUBFOLDER))
         if include_text_encoder:
             return super().save_pretrained(save_directory, **kwargs)
         te, tok = self.text_encoder, self.tokenizer
@@ -266,8 +326,26 @@ class DollarPipeline(DiffusionPipeline):
         return self.config.max_sequence_length or self.family.text_length(self.transformer)
 
     def encode_text(self, prompts: list[str], max_sequence_length: int | None = None) -> torch.Tensor:
-        """Text states [B, L, D] as the teacher's stock pipeline makes them."""
-        return self.family.encode_prompts(self.tokenizer, self.text_encoder, prompts, max_sequence_length or self.text_length).float()
+        """Text states [B, L, D] as the teacher's stock pipeline makes them. Each prompt is
+        encoded once: later calls take its states from ``self.prompt_cache`` (an LRU), and the
+        text encoder runs only on the prompts it does not hold."""
+        length = max_sequence_length or self.text_length
+        encoder = self.text_encoder
+        self.prompt_cache.bind(self.tokenizer, encoder)
+        # what else changes the states: the length they are padded to, how the family encodes,
+        # where and in what precision the encoder runs, and its weights (an in-place update bumps _version)
+        param = next(encoder.parameters(), None) if encoder is not None else None
+        version = sum(p._version for p in encoder.parameters()) if encoder is not None else 0
+        context = (length, self.config.teacher_family, getattr(param, "device", None), getattr(param, "dtype", None), version)
+        found = {p: self.prompt_cache.get((context, p)) for p in dict.fromkeys(prompts)}
+        missing = [p for p, states in found.items() if states is None]
+        if missing:
+            with torch.inference_mode():  # no autograd bookkeeping at all (the encoder is frozen)
+                states = self.family.encode_prompts(self.tokenizer, encoder, missing, length).float()
+            for p, row in zip(missing, states):
+                found[p] = row.clone()  # a normal tensor, usable outside inference mode
+                self.prompt_cache.put((context, p), found[p])
+        return torch.stack([found[p] for p in prompts])
 
     def encode_prompt(self, prompt: list[str], negative_prompt: list[str] | None, max_sequence_length: int | None = None):
         cond = self.encode_text(prompt, max_sequence_length)
@@ -308,14 +386,89 @@ class DollarPipeline(DiffusionPipeline):
         mean, std = latent_statistics(self.vae)
         return z * std.to(z) + mean.to(z)
 
-    def decode_latents(self, latents: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    def decode_latents(self, latents: torch.Tensor, batch_size: int | None = None, decoder: str = "full") -> torch.Tensor:
         """Normalized latents -> video float [B, 3, T, H, W] in [-1, 1], ``batch_size`` clips at a
-        time (all at once by default): a video VAE's decoder peak grows with every clip decoded together."""
+        time (all at once by default): a video VAE's decoder peak grows with every clip decoded together.
+        ``decoder="tiny"``: the tiny decoder distilled from this VAE (:meth:`tiny_decoder`) instead of the VAE's."""
         chunks = latents.split(batch_size) if batch_size else (latents,)
-        videos = [self.family.decode(self.vae, self.denormalize_latents(z).to(self.vae.dtype)).float().clamp(-1, 1) for z in chunks]
+        if decoder == "tiny":
+            tiny = self.tiny_decoder()
+            weight = next(tiny.parameters())  # (ModelMixin's .device/.dtype walk every submodule: a tenth of the decode)
+            if weight.device != latents.device:
+                tiny.to(latents.device)
+                weight = next(tiny.parameters())
+            videos = [tiny(z.to(weight.dtype)).sample.float().clamp(-1, 1) for z in chunks]
+        else:
+            videos = [self.family.decode(self.vae, self.denormalize_latents(z).to(self.vae.dtype)).float().clamp(-1, 1) for z in chunks]
         return videos[0] if len(videos) == 1 else torch.cat(videos)
 
-    def check_inputs(self, prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type):
+    def execution_device(self) -> torch.device:
+        """diffusers' ``_execution_device``, which walks every module of every component (offload
+        hooks can sit on any): 2 ms on a CPU, a tenth of a one-step video. Its answer is kept while
+        nothing it depends on changes: the components, their offload hooks, where their first weights are."""
+        state = tuple(
+            (id(m), hasattr(m, "_hf_hook"), hasattr(m, "_diffusers_hook"), next(m.parameters(), torch.empty(0)).device)
+            for m in (self.transformer, self.vae, self.text_encoder)
+            if isinstance(m, torch.nn.Module)
+        ) + (len(getattr(self, "_all_hooks", None) or ()),)
+        if getattr(self, "_device_memo", (None,))[0] != state:
+            self._device_memo = (state, self._execution_device)
+        return self._device_memo[1]
+
+    def vae_fingerprint(self) -> str:
+        """The VAE's fingerprint (:func:`~dollar.models.tiny_decoder.vae_fingerprint`), hashed once per VAE."""
+        if self._vae_fingerprint is None or self._vae_fingerprint[0]() is not self.vae:
+            self._vae_fingerprint = (weakref.ref(self.vae), vae_fingerprint(self.vae))
+        return self._vae_fingerprint[1]
+
+    def tiny_decoder(self) -> TinyVideoDecoder:
+        """The tiny decoder distilled from this pipeline's VAE: the one set with
+        :meth:`set_tiny_decoder`, else ``<pipeline folder>/tiny_decoder``, else the bundled
+        ``assets/tiny-decoder``; the first whose recorded VAE fingerprint is this VAE's. None fits:
+        ModelLoadError saying how to train one."""
+        fingerprint = self.vae_fingerprint()
+        if self._tiny_decoder is not None and self._tiny_decoder.config.vae_fingerprint in (None, fingerprint):
+            return self._tiny_decoder
+        own = self.config.get("_name_or_path") or ""
+        folders = [os.path.join(own, TINY_DECODER_SUBFOLDER)] if own and os.path.isdir(own) else []
+        folders.append(BUNDLED_TINY_DECODER)
+        others = []
+        for folder in folders:
+            config_file = os.path.join(folder, "config.json")
+            if not os.path.isfile(config_file):
+                continue
+            recorded = TinyVideoDecoder.load_config(folder).get("vae_fingerprint")
+            if recorded == fingerprint:
+                self._tiny_decoder = (
+                    TinyVideoDecoder.from_pretrained(folder, torch_dtype=torch.float32).float().eval().requires_grad_(False)
+                )
+                return self._tiny_decoder.to(self.vae.device)
+            others.append(folder)
+        if own and os.path.abspath(own).startswith(ASSETS_DIR + os.sep):  # a bundled model: they share one tiny decoder
+            vae, target = "teacher", os.path.relpath(BUNDLED_TINY_DECODER)
+        elif own and os.path.isdir(own):
+            vae, target = own, os.path.join(own, TINY_DECODER_SUBFOLDER)
+        else:
+            vae, target = "<pipeline folder>", "<pipeline folder>/tiny_decoder"
+        found = f"{' and '.join(others)} {'was' if len(others) == 1 else 'were'} distilled from another VAE" if others else "there is none"
+        raise ModelLoadError(
+            f"No tiny decoder for this pipeline's VAE ({found}); train one with "
+            f"`python train/train_tiny_decoder.py --vae {vae} --output_dir {target} --time_limit_minutes 20`, or use decoder='full'."
+        )
+
+    def set_tiny_decoder(self, tiny: TinyVideoDecoder | str | None) -> None:
+        """Use ``tiny`` (a TinyVideoDecoder or its folder) for ``decoder="tiny"``; None forgets it.
+        One recorded from another VAE is refused with a ValueError."""
+        if isinstance(tiny, str):
+            tiny = TinyVideoDecoder.from_pretrained(tiny, torch_dtype=torch.float32).float().eval().requires_grad_(False)
+        if tiny is not None and tiny.config.vae_fingerprint not in (None, self.vae_fingerprint()):
+            raise ValueError(
+                f"This tiny decoder was distilled from another VAE (fingerprint {tiny.config.vae_fingerprint}, this VAE's is "
+                f"{self.vae_fingerprint()}); retrain it with train/train_tiny_decoder.py --vae <this pipeline's vae folder>."
+            )
+        self._tiny_decoder = tiny
+
+    def check_inputs(self, prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type, decoder="full"):
         if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not all(isinstance(p, str) for p in prompt)):
             raise ValueError("prompt must be a string or a list of strings.")
         if isinstance(prompt, list) and not prompt:
@@ -343,6 +496,8 @@ class DollarPipeline(DiffusionPipeline):
             )
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}.")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS} ('tiny': the fast distilled decoder), got {decoder!r}.")
 
     def timesteps_for(self, num_inference_steps: int, schedule: NoiseSchedule | None = None) -> list:
         """The denoising grid: a student's trained grid at its own step count; otherwise the
@@ -369,6 +524,7 @@ class DollarPipeline(DiffusionPipeline):
         output_type: str = "np",
         max_sequence_length: int | None = None,
         return_dict: bool = True,
+        decoder: str = "full",
     ):
         """Generate videos.
 
@@ -376,7 +532,10 @@ class DollarPipeline(DiffusionPipeline):
         a student; ``guidance_scale`` (diffusers convention: ``1 + w`` of METHOD.md, off at
         <= 1) defaults to the checkpoint's ``default_guidance_scale`` (1.0 for students); height,
         width and frames to the checkpoint's (its family's for a stock folder). ``latents`` are
-        the initial noise in the stock pipeline's layout for the family.
+        the initial noise in the stock pipeline's layout for the family. ``decoder="tiny"``
+        decodes with the tiny decoder distilled from the VAE (about 10x faster on a CPU, a
+        preview's quality; see :meth:`tiny_decoder`). Prompts already encoded by this pipeline
+        come from its prompt cache.
         """
         if num_inference_steps is None:
             num_inference_steps = len(self.config.student_timesteps) if self.is_student else 50
@@ -384,10 +543,12 @@ class DollarPipeline(DiffusionPipeline):
             guidance_scale = self.config.default_guidance_scale
         default_h, default_w, default_f = self.default_size()
         height, width, num_frames = height or default_h, width or default_w, num_frames or default_f
-        self.check_inputs(prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type)
+        self.check_inputs(prompt, num_inference_steps, guidance_scale, num_frames, height, width, output_type, decoder)
+        if decoder == "tiny" and output_type != "latent":
+            self.tiny_decoder()  # a missing one fails here, before any denoising
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         w = max(guidance_scale - 1.0, 0.0)
-        device = self._execution_device
+        device = self.execution_device()
         timings = {}
 
         start = time.perf_counter()
@@ -430,7 +591,8 @@ class DollarPipeline(DiffusionPipeline):
             timings["decoding_s"] = 0.0
             return DollarPipelineOutput(frames=x, timings=timings) if return_dict else (x,)
         start = time.perf_counter()
-        video = self.decode_latents(x)
+        with torch.inference_mode():
+            video = self.decode_latents(x, decoder=decoder)
         timings["decoding_s"] = time.perf_counter() - start
         frames = postprocess_video(video, output_type)
         self.maybe_free_model_hooks()

@@ -52,6 +52,7 @@ TINY_TEACHER_CONFIG = dict(
 
 from dollar.models.attention import choose_attention_backend, set_attention_backend  # noqa: E402
 from dollar.models.latent_reward import LatentRewardModel  # noqa: E402
+from dollar.models.tiny_decoder import TinyVideoDecoder  # noqa: E402
 from dollar.models.transformer import DollarWanTransformer3DModel  # noqa: E402
 from dollar.models.video_vae import CausalVideoAutoencoder  # noqa: E402
 
@@ -60,6 +61,7 @@ __all__ = [
     "ltx_video_vae_config",
     "CausalVideoAutoencoder",
     "LatentRewardModel",
+    "TinyVideoDecoder",
     "choose_attention_backend",
     "set_attention_backend",
     "TINY_TEACHER_CONFIG",

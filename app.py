@@ -145,10 +145,12 @@ def build_app(
     def rater(request: gr.Request) -> str:
         return store.rater_key(client_address(request, trust_proxy))
 
-    def generate(prompt, seed, models, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio injects it by default value)
+    def generate(prompt, seed, models, fast_decode=False, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio injects it by default value)
+        if not isinstance(fast_decode, bool):
+            raise user_error(f"Fast decode must be true or false; got {str(fast_decode)[:40]!r}.")
         try:
             progress(0, desc="Rendering (the 50-step teacher takes longest)")
-            gens = zoo.compare(prompt, seed, models)
+            gens = zoo.compare(prompt, seed, models, fast_decode=fast_decode)
         except ValueError as err:
             raise user_error(err) from None
         finally:
@@ -163,12 +165,21 @@ def build_app(
                 continue
             row = table[table.model == name].iloc[0]
             speed = f", {row['speedup vs teacher']}x vs teacher" if pd.notna(row["speedup vs teacher"]) else ""
+            decoder = (
+                f" (tiny decoder; the full one: {row['full decode (ms)']:.1f} ms, {row['decode speedup']}x slower; "
+                f"tiny vs full {row['tiny vs full (dB)']:.1f} dB PSNR)"
+                if "tiny decode (ms)" in row
+                else ""
+            )
             caption = (
-                f"**{name}**: {row['NFE']} NFE, denoise {row['denoising (s)']:.3f} s, decode {row['decoding (s)']:.3f} s, "
-                f"end to end {row['end to end (s)']:.3f} s{speed}"
+                f"**{name}**: {row['NFE']} NFE; text {row['text (ms)']:.1f} ms, denoise {row['denoise (ms)']:.1f} ms, "
+                f"decode {row['decode (ms)']:.1f} ms{decoder}; end to end {row['end to end (s)']:.3f} s{speed}"
             )
             updates += [gr.Video(value=g.video_path, visible=True, label=name), gr.Markdown(caption, visible=True)]
         return [*updates, table, [g.video_path for g in gens]]
+
+    def generate_full(prompt, seed, models, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        return generate(prompt, seed, models, False, progress)
 
     def arena_new(user_prompt, request: gr.Request):
         try:
@@ -273,7 +284,13 @@ def build_app(
                     models = ModelChoice(names, value=names, label="Models (same prompt, same seed)", elem_id="models")
                 with gr.Column(scale=1):
                     seed = SeedNumber(label="Seed (a whole number)", value=0, elem_id="seed")
+                    fast = gr.Checkbox(
+                        label="Fast decode: the tiny distilled decoder (the full decoder is timed on the same latents)",
+                        value=False,
+                        elem_id="fast-decode",
+                    )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
+                    api_generate = gr.Button(visible=False)  # /generate: the API's three inputs, the full decoder
             gr.Examples([[p] for p in heldout[:8]], inputs=[prompt], label="Held-out prompts (never seen in training)")
             gr.Examples([[p] for p in example_prompts(8)], inputs=[prompt], label="From the world's vocabulary")
             slots = []
@@ -284,12 +301,14 @@ def build_app(
             timing = gr.Dataframe(
                 value=pd.DataFrame(columns=list(COMPARISON_COLUMNS)),
                 elem_id="timings",
-                label="Timings (seconds; speedup = teacher end-to-end / model end-to-end)",
+                label="Where the time goes: text encoding, denoising, decoding (ms); speedup = teacher end-to-end / model end-to-end",
                 interactive=False,
             )
             files = gr.File(label="Download the mp4s", file_count="multiple", interactive=False)
-            run.click(
-                generate, [prompt, seed, models], [*slots, timing, files], api_name="generate", concurrency_limit=1, concurrency_id="render"
+            outputs = [*slots, timing, files]
+            run.click(generate, [prompt, seed, models, fast], outputs, api_name="compare", concurrency_limit=1, concurrency_id="render")
+            api_generate.click(
+                generate_full, [prompt, seed, models], outputs, api_name="generate", concurrency_limit=1, concurrency_id="render"
             )
 
         with gr.Tab("Arena (blind rating)"):

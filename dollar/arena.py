@@ -40,7 +40,9 @@ STUDENTS = ("student-1", "student-2", "student-4")
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2**32 - 1
 POOL_MANIFEST = "pool.jsonl"
-COMPARISON_COLUMNS = ("model", "steps", "NFE", "denoising (s)", "decoding (s)", "end to end (s)", "speedup vs teacher")
+COMPARISON_COLUMNS = ("model", "steps", "NFE", "text (ms)", "denoise (ms)", "decode (ms)", "end to end (s)", "speedup vs teacher")
+# with the fast-decode toggle on, both decoders decode the same latents: their times and the tiny one's fidelity
+DECODER_COLUMNS = ("full decode (ms)", "tiny decode (ms)", "decode speedup", "tiny vs full (dB)")
 BROKEN_MODEL = "broken copy (check)"
 SERVED_VIDEO_BYTES = 256 * 1024  # every served video is padded to this size (or the next multiple of it)
 DEFAULT_CHECK_RATE = 0.08
@@ -151,19 +153,50 @@ def load_pipeline(source: str):
 
 @gpu
 def render_video(
-    source: str, steps: int | None, prompt: str, seed: int, progress_bar: bool = False, size: tuple[int, int, int] | None = None
+    source: str,
+    steps: int | None,
+    prompt: str,
+    seed: int,
+    progress_bar: bool = False,
+    size: tuple[int, int, int] | None = None,
+    compare_decoders: bool = False,
 ) -> tuple[np.ndarray, dict]:
-    """One video, uint8 [T, H, W, 3], and its timings (plus ``end_to_end_s``, the whole call)."""
+    """One video, uint8 [T, H, W, 3], and its timings (plus ``end_to_end_s``, the whole call).
+    ``compare_decoders``: the video of the tiny decoder (``--fast_decode``), and the same latents
+    decoded by the full decoder too, for ``decoding_full_s``, ``decoding_tiny_s`` and
+    ``tiny_psnr_db`` (the tiny decoder's video against the full one's); ``end_to_end_s`` counts
+    the tiny decode only."""
     import torch
+
+    from dollar.metrics import psnr
+    from dollar.pipeline import postprocess_video
 
     pipe = load_pipeline(source)
     pipe.set_progress_bar_config(disable=not progress_bar)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    start = time.perf_counter()
     height, width, num_frames = size or (None, None, None)
-    out = pipe(prompt, num_inference_steps=steps, generator=generator, output_type="np", height=height, width=width, num_frames=num_frames)
-    timings = dict(out.timings, end_to_end_s=time.perf_counter() - start)
-    return out.frames[0], timings
+    kwargs = dict(num_inference_steps=steps, generator=generator, height=height, width=width, num_frames=num_frames)
+    if not compare_decoders:
+        start = time.perf_counter()
+        out = pipe(prompt, output_type="np", **kwargs)
+        return out.frames[0], dict(out.timings, end_to_end_s=time.perf_counter() - start)
+    pipe.tiny_decoder()  # a missing one fails before rendering
+    start = time.perf_counter()
+    out = pipe(prompt, output_type="latent", **kwargs)
+    timings = dict(out.timings)
+    until_latents = time.perf_counter() - start
+    videos = {}
+    for name in ("tiny", "full"):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            videos[name] = pipe.decode_latents(out.frames, decoder=name)
+        timings[f"decoding_{name}_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    frames = postprocess_video(videos["tiny"], "np")[0]
+    timings["decoding_s"] = timings["decoding_tiny_s"] + time.perf_counter() - start
+    timings["end_to_end_s"] = until_latents + timings["decoding_s"]
+    timings["tiny_psnr_db"] = psnr(videos["tiny"], videos["full"])
+    return frames, timings
 
 
 def video_hash(frames: np.ndarray) -> str:
@@ -205,14 +238,15 @@ class ModelZoo:
             raise ArenaError(f"Unknown model {str(name)[:80]!r}; choose from: {', '.join(self.models)}.")
         return self.models[name]
 
-    def generate(self, name: str, prompt: str, seed: int, named: bool = False) -> Generation:
+    def generate(self, name: str, prompt: str, seed: int, named: bool = False, fast_decode: bool = False) -> Generation:
         """Render one video. Its file name is random (nothing in it names the model: the arena
-        serves these) unless ``named``, for the comparison's downloads."""
+        serves these) unless ``named``, for the comparison's downloads. ``fast_decode``: decoded
+        by the tiny decoder, with the full decoder's time and the difference beside it."""
         from dollar.video import save_video
 
         entry = self.entry(name)
         with self._render_lock:
-            frames, timings = render_video(entry.source, entry.steps, prompt, seed, self.progress_bars, entry.size)
+            frames, timings = render_video(entry.source, entry.steps, prompt, seed, self.progress_bars, entry.size, fast_decode)
         stem = f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}_seed{seed}_{uuid.uuid4().hex[:8]}" if named else uuid.uuid4().hex
         path = os.path.join(self.video_dir, f"{stem}.mp4")
         save_video(frames, path)
@@ -220,38 +254,47 @@ class ModelZoo:
         steps = len(steps) if isinstance(steps, list) else steps
         return Generation(name, prompt, seed, steps, path, video_hash(frames), timings)
 
-    def compare(self, prompt: str, seed: int, names: Sequence[str]) -> list[Generation]:
-        """Every selected model on the same prompt and seed, the teacher first."""
+    def compare(self, prompt: str, seed: int, names: Sequence[str], fast_decode: bool = False) -> list[Generation]:
+        """Every selected model on the same prompt and seed, the teacher first; ``fast_decode``:
+        each decoded by the tiny decoder, the full decoder timed on the same latents."""
         prompt, seed = check_prompt(prompt), check_seed(seed)
         if not names:
             raise ArenaError("Select at least one model to run.")
         for n in names:
             self.entry(n)
         ordered = sorted(dict.fromkeys(names), key=lambda n: (not self.models[n].is_teacher, self.names.index(n)))
-        return [self.generate(n, prompt, seed, named=True) for n in ordered]
+        return [self.generate(n, prompt, seed, named=True, fast_decode=fast_decode) for n in ordered]
 
 
 def comparison_table(generations: Sequence[Generation], teacher_end_to_end_s: float | None = None):
-    """One row per video: steps, network evaluations, denoising / decoding / end-to-end
-    seconds and the speedup against the 50-step teacher (end to end)."""
+    """One row per video: steps, network evaluations, where the time went (text encoding,
+    denoising, decoding, in ms), end-to-end seconds and the speedup against the 50-step teacher
+    (end to end). Videos rendered with fast decode add both decoders' times on the same latents,
+    the decode speedup and the tiny decoder's PSNR against the full one (``DECODER_COLUMNS``)."""
     import pandas as pd
 
     teacher = next((g.timings["end_to_end_s"] for g in generations if g.model == "teacher"), teacher_end_to_end_s)
+    fast = any("decoding_tiny_s" in g.timings for g in generations)
     rows = []
     for g in generations:
         t = g.timings
-        rows.append(
-            {
-                "model": g.model,
-                "steps": g.steps,
-                "NFE": t["nfe"],
-                "denoising (s)": round(t["denoising_s"], 3),
-                "decoding (s)": round(t["decoding_s"], 3),
-                "end to end (s)": round(t["end_to_end_s"], 3),
-                "speedup vs teacher": round(teacher / t["end_to_end_s"], 1) if teacher else None,
-            }
-        )
-    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+        row = {
+            "model": g.model,
+            "steps": g.steps,
+            "NFE": t["nfe"],
+            "text (ms)": round(1000 * t["text_encoding_s"], 1),
+            "denoise (ms)": round(1000 * t["denoising_s"], 1),
+            "decode (ms)": round(1000 * t["decoding_s"], 1),
+            "end to end (s)": round(t["end_to_end_s"], 3),
+            "speedup vs teacher": round(teacher / t["end_to_end_s"], 1) if teacher else None,
+        }
+        if "decoding_tiny_s" in t:
+            row["full decode (ms)"] = round(1000 * t["decoding_full_s"], 1)
+            row["tiny decode (ms)"] = round(1000 * t["decoding_tiny_s"], 1)
+            row["decode speedup"] = round(t["decoding_full_s"] / t["decoding_tiny_s"], 1)
+            row["tiny vs full (dB)"] = round(t["tiny_psnr_db"], 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS) + (list(DECODER_COLUMNS) if fast else []))
 
 
 # --- pairing -----------------------------------------------------------------------------

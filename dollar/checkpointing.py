@@ -174,3 +174,12 @@ def open_log(path: str, resumed_step: int):
         with open(path, "w") as f:
             f.writelines(rows)
     return open(path, "a")
+
+
+def resume_or_exit(accelerator, resume: str, root: str) -> dict | None:
+    """:func:`load_checkpoint` for a training script: a checkpoint that cannot be resumed stops
+    the script with its one sentence instead of a traceback."""
+    try:
+        return load_checkpoint(accelerator, resume, root)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None

@@ -13,7 +13,14 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from conftest import ROOT
-from dollar.checkpointing import checkpoint_problem, complete_checkpoints, latest_checkpoint, load_checkpoint, save_checkpoint
+from dollar.checkpointing import (
+    checkpoint_problem,
+    complete_checkpoints,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_or_exit,
+    save_checkpoint,
+)
 
 
 @pytest.fixture()
@@ -68,6 +75,9 @@ def test_resume_latest_skips_half_written_checkpoints_with_a_warning(trained):
         assert load_checkpoint(accelerator, "latest", str(root)) == {"step": 2}
     with pytest.raises(ValueError, match=r"is not a complete checkpoint \(random_states_0.pkl has"):
         load_checkpoint(accelerator, third, str(root))
+    # A training script stops with that one sentence, not a traceback.
+    with pytest.raises(SystemExit, match=r"^error: .*is not a complete checkpoint"):
+        resume_or_exit(accelerator, third, str(root))
 
 
 def test_a_save_interrupted_midway_leaves_the_previous_checkpoints_intact(trained, monkeypatch):

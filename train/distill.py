@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import config  # noqa: E402
-from dollar.checkpointing import load_checkpoint, open_log, save_checkpoint  # noqa: E402
+from dollar.checkpointing import open_log, resume_or_exit, save_checkpoint  # noqa: E402
 from dollar.denoiser import x0_only  # noqa: E402
 from dollar.distill_setup import (  # noqa: E402
     Validation,
@@ -208,10 +208,7 @@ def main(cfg: DistillConfig) -> dict:
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     it = 0
     if cfg.resume:
-        try:  # 'latest' skips an incomplete checkpoint (a run killed while saving) with a warning
-            saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
-        except ValueError as err:
-            raise SystemExit(f"error: {err}") from None
+        saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
         if saved:
             it = saved["iteration"]
             sentinel.load_state_dict(saved.get("sentinel", {}))

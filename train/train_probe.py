@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import load_checkpoint, save_checkpoint  # noqa: E402
+from dollar.checkpointing import resume_or_exit, save_checkpoint  # noqa: E402
 from dollar.config import parse_config  # noqa: E402
 from dollar.models.probe import AttributeProbe, attribute_accuracy, probe_loss, probe_targets  # noqa: E402
 from dollar.reports import probe_card  # noqa: E402
@@ -134,10 +134,7 @@ def main(cfg: ProbeTrainConfig) -> dict:
     accelerator = Accelerator(cpu=True)
     accelerator.register_for_checkpointing(probe, opt, GeneratorState(rng))  # with torch's and numpy's global RNG states
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
-    try:
-        saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
     first, log = (saved["step"] + 1, saved["log"]) if saved else (1, [])
     probe.train()
     for step in range(first, cfg.steps + 1):

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import checkpoint_when_due, load_checkpoint, open_log  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, open_log, resume_or_exit  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
@@ -148,10 +148,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
 
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     step = 0
-    try:
-        saved = load_checkpoint(accelerator, "latest" if cfg.export_only and not cfg.resume else cfg.resume, ckpt_root)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    saved = resume_or_exit(accelerator, "latest" if cfg.export_only and not cfg.resume else cfg.resume, ckpt_root)
     step = saved["step"] if saved else 0
     if cfg.export_only:
         if step == 0:

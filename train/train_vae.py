@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import checkpoint_when_due, load_checkpoint, open_log  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, open_log, resume_or_exit  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
@@ -109,10 +109,7 @@ def main(cfg: VAETrainConfig) -> None:
     dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=cfg.seed, two_object_fraction=cfg.two_object_fraction)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
     step = 0
-    try:
-        saved = load_checkpoint(accelerator, cfg.resume, ckpt_root)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
+    saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
     step = saved["step"] if saved else 0
     os.makedirs(cfg.output_dir, exist_ok=True)
     log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)

@@ -11,10 +11,14 @@ not match its manifest (missing or truncated).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
 import warnings
+
+import torch
+from tqdm.auto import tqdm
 
 from dollar.config import TrainerRunConfig
 
@@ -183,3 +187,23 @@ def resume_or_exit(accelerator, resume: str, root: str) -> dict | None:
         return load_checkpoint(accelerator, resume, root)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
+
+
+def warmup_cosine(optimizer, warmup_steps: int, max_steps: int, floor: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup_steps``, then a cosine from the peak down to ``floor`` times
+    the peak at ``max_steps`` (the trainers' learning-rate schedule; it resumes with the checkpoint)."""
+
+    def factor(s: int) -> float:
+        cosine = 0.5 * (1 + math.cos(math.pi * min(s / max(max_steps, 1), 1.0)))
+        return min(1.0, (s + 1) / max(warmup_steps, 1)) * (floor + (1 - floor) * cosine)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def start_log(accelerator, output_dir: str, step: int, max_steps: int):
+    """The JSONL log (``<output_dir>/train_log.jsonl``, rows past ``step`` dropped), the run's
+    start time and its progress bar, for a run starting (or resumed) at ``step``."""
+    os.makedirs(output_dir, exist_ok=True)
+    log = open_log(os.path.join(output_dir, "train_log.jsonl"), step)
+    bar = tqdm(total=max_steps, initial=step, disable=not accelerator.is_main_process)
+    return log, time.time(), bar

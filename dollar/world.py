@@ -357,9 +357,7 @@ def caption(scene: Scene, rng: np.random.Generator, vocabulary: str = "world", w
     object's (colour, shape) phrases."""
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {VOCABULARIES}, got {vocabulary!r}")
-    objects = " and ".join(
-        _describe(o, rng, vocabulary, None if words is None else words[i]) for i, o in enumerate(scene.objects)
-    )
+    objects = " and ".join(_describe(o, rng, vocabulary, None if words is None else words[i]) for i, o in enumerate(scene.objects))
     bg = BACKGROUND_PHRASES[scene.background][int(rng.integers(3))]
     if rng.random() < 0.5:
         return f"{objects} {bg}"

@@ -1,6 +1,8 @@
 """Checkpoints are written atomically and resuming skips a half-written one: in-process on a tiny
 model, then a real trainer killed with SIGKILL and resumed from the previous complete checkpoint."""
 
+import json
+import math
 import os
 import signal
 import subprocess
@@ -149,3 +151,33 @@ def test_trainer_killed_after_a_checkpoint_resumes_from_the_last_complete_one(tm
     whole = load_file(tmp_path / "whole" / "diffusion_pytorch_model.safetensors")
     again = load_file(out / "diffusion_pytorch_model.safetensors")
     assert whole.keys() == again.keys() and all(torch.equal(whole[k], again[k]) for k in whole)
+
+
+def test_warmup_cosine_warms_up_linearly_then_decays_to_its_floor():
+    from dollar.checkpointing import warmup_cosine
+
+    for floor in (0.0, 0.1):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+        schedule = warmup_cosine(opt, warmup_steps=4, max_steps=20, floor=floor)
+        lrs = []
+        for _ in range(25):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            schedule.step()
+        cosine = [0.5 * (1 + math.cos(math.pi * min(s / 20, 1.0))) for s in range(25)]
+        expected = [2.0 * min(1.0, (s + 1) / 4) * (floor + (1 - floor) * c) for s, c in enumerate(cosine)]
+        assert lrs == pytest.approx(expected)
+        assert lrs[0] == pytest.approx(0.5 * (floor + (1 - floor)))  # a quarter of the way up
+        assert lrs[-1] == pytest.approx(2.0 * floor)  # held at the floor after max_steps
+
+
+def test_start_log_drops_rows_past_the_resumed_step(tmp_path):
+    from dollar.checkpointing import start_log
+
+    (tmp_path / "train_log.jsonl").write_text("".join(f'{{"step": {s}}}\n' for s in range(1, 6)))
+    log, start, bar = start_log(Accelerator(cpu=True), str(tmp_path), 3, 10)
+    log.write('{"step": 4}\n')
+    log.close()
+    bar.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+    assert bar.n == 3 and bar.total == 10

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import sys
-import time
 from dataclasses import dataclass
 
 import torch
@@ -27,13 +25,13 @@ from accelerate.utils import set_seed
 from diffusers import DDIMScheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import checkpoint_when_due, open_log, resume_or_exit  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
+from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.losses import conjugate_velocity_loss  # noqa: E402
 from dollar.models import TINY_TEACHER_CONFIG, CausalVideoAutoencoder, DollarWanTransformer3DModel, set_attention_backend  # noqa: E402
 from dollar.pipeline import DollarPipeline  # noqa: E402
@@ -138,10 +136,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
         transformer.enable_gradient_checkpointing()
     ema = EMAModel(transformer.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(transformer.parameters(), lr=cfg.learning_rate, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * (0.55 + 0.45 * math.cos(math.pi * min(s / cfg.max_steps, 1.0))),
-    )
+    schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps, floor=0.1)
     transformer, optimizer, schedule = accelerator.prepare(transformer, optimizer, schedule)
     accelerator.register_for_checkpointing(ema)
     alphas = ddpm_alphas_cumprod().float().to(accelerator.device)
@@ -157,10 +152,7 @@ def main(cfg: TeacherTrainConfig) -> dict:
             )
         save_pipeline(cfg, accelerator, transformer, ema, vae, step)
         return {"step": step, "losses": []}
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
-    start = time.time()
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process)
+    log, start, bar = start_log(accelerator, cfg.output_dir, step, cfg.max_steps)
     losses = []
     while step < cfg.max_steps:
         # Batches are a function of the step, so a resumed run sees the same data.
@@ -172,11 +164,8 @@ def main(cfg: TeacherTrainConfig) -> dict:
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.prompt_dropout
         text[drop] = null_states.float()
         loss = conjugate_velocity_loss(transformer, x0, text.to(accelerator.device), alphas, generator=g)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(transformer.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(accelerator, optimizer, loss, transformer)
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(transformer).parameters())
         step += 1
         losses.append(loss.item())

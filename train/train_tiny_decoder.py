@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import time
@@ -40,9 +39,10 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import checkpoint_when_due, open_log, resume_or_exit  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, tensor_to_video  # noqa: E402
+from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models.tiny_decoder import TinyVideoDecoder, vae_family, vae_fingerprint, vae_geometry  # noqa: E402
 from dollar.models.video_vae import latent_statistics  # noqa: E402
@@ -300,18 +300,13 @@ def main(cfg: TinyDecoderTrainConfig) -> dict:
         f"tiny decoder: {sum(p.numel() for p in tiny.parameters()) / 1e3:.0f}k parameters, levels {tiny.config.block_out_channels}"
     )
     optimizer = torch.optim.AdamW(tiny.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / max(cfg.max_steps, 1), 1.0)))
-    )
+    schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps)
     tiny, optimizer, schedule = accelerator.prepare(tiny, optimizer, schedule)
 
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
     saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
     step = saved["step"] if saved else 0
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
-    start = time.time()
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process)
+    log, start, bar = start_log(accelerator, cfg.output_dir, step, cfg.max_steps)
     last_eval = None
     held_out_sampled = None
     if cfg.generated_from:  # the first generator's samples for held-out captions: the fidelity a user sees
@@ -330,11 +325,8 @@ def main(cfg: TinyDecoderTrainConfig) -> dict:
         if cfg.real_weight > 0 and real.any():  # sampled latents have no real clip
             target = frames_to_tensor(pool["real"][idx[real]]).to(accelerator.device)
             loss = loss + cfg.real_weight * real.float().mean() * reconstruction_loss(pred[real.to(pred.device)], target)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(tiny.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(accelerator, optimizer, loss, tiny)
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -10,7 +10,6 @@ Reads top to bottom: build, loop, log, save. Resumes from the newest complete ch
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -20,12 +19,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import checkpoint_when_due, open_log, resume_or_exit  # noqa: E402
+from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
+from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
 
@@ -101,20 +100,13 @@ def main(cfg: VAETrainConfig) -> None:
             raise SystemExit("error: --decoder_only needs --init_from <trained VAE folder>.")
         vae.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * 0.5 * (1 + math.cos(math.pi * min(s / cfg.max_steps, 1.0))),
-    )
+    schedule = warmup_cosine(optimizer, cfg.warmup_steps, cfg.max_steps)
     # The clips follow --seed, so a fine-tune with another seed sees clips the first run never did.
     dataset = WorldVideoDataset(cfg.max_steps * cfg.batch_size, seed=cfg.seed, two_object_fraction=cfg.two_object_fraction)
     vae, optimizer, schedule = accelerator.prepare(vae, optimizer, schedule)
-    step = 0
     saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
     step = saved["step"] if saved else 0
-    os.makedirs(cfg.output_dir, exist_ok=True)
-    log = open_log(os.path.join(cfg.output_dir, "train_log.jsonl"), step)
-    start = time.time()
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process)
+    log, start, bar = start_log(accelerator, cfg.output_dir, step, cfg.max_steps)
     while step < cfg.max_steps:
         batch = torch.stack([dataset[step * cfg.batch_size + i]["video"] for i in range(cfg.batch_size)])
         batch = batch.to(accelerator.device)
@@ -128,11 +120,8 @@ def main(cfg: VAETrainConfig) -> None:
         rec = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
         kl = z.pow(2).mean()
         loss = rec + cfg.latent_weight * kl
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(accelerator, optimizer, loss, vae)
         schedule.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")

@@ -449,6 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the board ranks once this many raters voted",
     )
     p.add_argument(
+        "--pairing",
+        choices=ranking.PAIRING_RULES,
+        default=os.environ.get("DOLLAR_PAIRING") or "active",
+        help="how the next battle's pair is chosen: active (the pair whose order the counted votes leave least certain) "
+        "or least_compared (balanced)",
+    )
+    p.add_argument(
         "--trust-proxy",
         action=argparse.BooleanOptionalAction,
         default=on_space,
@@ -503,7 +510,15 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, dict]:
     zoo = ModelZoo(available_models(args.model, args.size), os.path.join(work, "videos"), progress_bars=True)
     pool_dir = args.pool or os.path.join(data_dir, "pool")
     pool = BattlePool(pool_dir, zoo.names) if (args.pool or os.path.exists(os.path.join(pool_dir, "pool.jsonl"))) else None
-    arena = Arena(store, zoo, pool, round_floor_s=args.round_floor_s, check_rate=args.check_rate, served_dir=os.path.join(work, "served"))
+    arena = Arena(
+        store,
+        zoo,
+        pool,
+        round_floor_s=args.round_floor_s,
+        check_rate=args.check_rate,
+        served_dir=os.path.join(work, "served"),
+        pairing=args.pairing,
+    )
     demo = build_app(
         zoo,
         arena,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from dollar.ranking import PAIRING_RULES
 from dollar.votes import VoteStore
 
 TEACHER_STEPS = 50
@@ -300,13 +301,40 @@ def comparison_table(generations: Sequence[Generation], teacher_end_to_end_s: fl
 # --- pairing -----------------------------------------------------------------------------
 
 
-def choose_pair(models: Sequence[str], pair_counts: dict[frozenset, int], rng: random.Random) -> tuple[str, str]:
-    """The least-compared pair (ties broken at random), in sorted order."""
+def pair_priority(
+    models: Sequence[str], pair_counts: dict[frozenset, int], rule: str = "least_compared", votes=None
+) -> dict[frozenset, tuple]:
+    """Every pair of ``models`` and its sort key under the pairing ``rule`` (smaller = show sooner;
+    :func:`dollar.ranking.pair_keys`). ``least_compared``: the battles shown (``pair_counts``, open
+    ones included). ``active``: first how uncertain the pair's order is under the Bradley-Terry fit
+    of ``votes`` (the counted votes, overall preference), then the battles shown."""
+    from dollar import ranking
+
     if len(models) < 2:
         raise ArenaError("The arena needs at least two models; build a student or pass another --model.")
-    pairs = list(itertools.combinations(sorted(models), 2))
-    fewest = min(pair_counts.get(frozenset(p), 0) for p in pairs)
-    return rng.choice([p for p in pairs if pair_counts.get(frozenset(p), 0) == fewest])
+    if rule not in PAIRING_RULES:
+        raise ArenaError(f"The pairing rule must be one of {', '.join(PAIRING_RULES)}, got {str(rule)[:40]!r}.")
+    names = sorted(models)
+    shown = np.array([[pair_counts.get(frozenset((a, b)), 0) if a != b else 0 for b in names] for a in names], dtype=float)
+    empty = votes is None or len(votes) == 0
+    n, s = (np.zeros_like(shown), np.zeros_like(shown)) if empty else ranking.pair_totals(votes, "overall", names)
+    i, j, keys = ranking.pair_keys(n, s, rule, shown=shown)
+    return {frozenset((names[a], names[b])): tuple(float(k[p]) for k in keys) for p, (a, b) in enumerate(zip(i, j))}
+
+
+def choose_pair(
+    models: Sequence[str], pair_counts: dict[frozenset, int], rng: random.Random, rule: str = "least_compared", votes=None
+) -> tuple[str, str]:
+    """The pair to show next under ``rule`` (:func:`pair_priority`; ties broken at random), in sorted order."""
+    return first_pair(pair_priority(models, pair_counts, rule, votes), rng)
+
+
+def first_pair(priority: dict[frozenset, tuple], rng: random.Random) -> tuple[str, str]:
+    """The pair whose key comes first in ``priority``, ties broken at random, in sorted order."""
+    if not priority:
+        raise ArenaError("The arena needs at least two models; build a student or pass another --model.")
+    best = min(priority.values())
+    return rng.choice(sorted(tuple(sorted(p)) for p, key in priority.items() if key == best))
 
 
 def assign_sides(pair: tuple[str, str], rng: random.Random) -> tuple[str, str, bool]:
@@ -350,15 +378,16 @@ class BattlePool:
         return len(self.items)
 
     def pick(
-        self, pair_counts: dict[frozenset, int], seen: set[str], uses: dict[str, int], rng: random.Random, where=None
+        self, priority: dict[frozenset, tuple], seen: set[str], uses: dict[str, int], rng: random.Random, where=None
     ) -> PoolItem | None:
-        """From the least-compared pair in the pool, an item not ``seen`` (by this client) and
-        matching ``where`` (when given), the least-used first; None when there is none."""
+        """From the pair that comes first under ``priority`` (:func:`pair_priority`) among the
+        items not ``seen`` (by this client) and matching ``where`` (when given), the least-used
+        item; None when there is none."""
         fresh = [it for it in self.items if it.id not in seen and (where is None or where(it))]
         if not fresh:
             return None
-        fewest = min(pair_counts.get(frozenset(it.models), 0) for it in fresh)
-        fresh = [it for it in fresh if pair_counts.get(frozenset(it.models), 0) == fewest]
+        best = min(priority.get(frozenset(it.models), ()) for it in fresh)
+        fresh = [it for it in fresh if priority.get(frozenset(it.models), ()) == best]
         least = min(uses.get(it.id, 0) for it in fresh)
         return rng.choice([it for it in fresh if uses.get(it.id, 0) == least])
 
@@ -457,7 +486,8 @@ class BattleView:
 
 
 class Arena:
-    """Blind battles: balanced pairing, random sides, identities kept in the store only.
+    """Blind battles: pairs chosen by ``pairing`` (``active``: the pair whose order the counted votes
+    leave least certain; ``least_compared``: balanced), random sides, identities kept in the store only.
 
     ``round_floor_s``: every round is answered after a whole multiple of this (the first, unless
     rendering takes longer), so timing does not tell which models are rendering; ``check_rate``:
@@ -473,6 +503,7 @@ class Arena:
         round_floor_s: float = 0.0,
         check_rate: float = 0.0,
         served_dir: str | None = None,
+        pairing: str = "active",
     ):
         from dollar import world
 
@@ -487,6 +518,15 @@ class Arena:
         self.served_dir = served_dir or os.path.join(zoo.video_dir, "served")
         os.makedirs(self.served_dir, exist_ok=True)
         self.teacher = next((m.name for m in zoo.models.values() if m.is_teacher), None)
+        if pairing not in PAIRING_RULES:
+            raise ArenaError(f"The pairing rule must be one of {', '.join(PAIRING_RULES)}, got {str(pairing)[:40]!r}.")
+        self.pairing = pairing
+
+    def pair_priority(self) -> dict[frozenset, tuple]:
+        """Every pair of the zoo's models and when it comes (:func:`pair_priority`), from the store now."""
+        counts = self.store.pair_counts()
+        votes = self.store.board_votes() if self.pairing == "active" else None
+        return pair_priority(self.zoo.names, counts, self.pairing, votes)
 
     def new_battle(self, session_hash: str, user_prompt: str | None = None, client_key: str | None = None) -> BattleView:
         """A battle on the user's prompt (stored, not counted on the board) or, when none is
@@ -506,14 +546,14 @@ class Arena:
             prune_files(self.zoo.video_dir, max_age_s=600, max_files=400)
 
     def _new_battle(self, session_hash: str, user_prompt: str, client_key: str | None) -> BattleView:
-        counts = self.store.pair_counts()
+        priority = self.pair_priority() if len(self.zoo.names) > 1 else {}
         with self._rng_lock:
             check = not user_prompt and self.teacher is not None and self.rng.random() < self.check_rate
             item = None
             if not user_prompt and self.pool is not None:
                 seen = self.store.pool_items_seen(session_hash, client_key)
                 wanted = (lambda it: self.teacher in it.models) if check else None
-                item = self.pool.pick(counts, seen, self.store.pool_item_uses(), self.rng, where=wanted)
+                item = self.pool.pick(priority, seen, self.store.pool_item_uses(), self.rng, where=wanted)
             if check:
                 return self._check_battle(session_hash, client_key, item)
             if item is not None:
@@ -527,7 +567,7 @@ class Arena:
                 self.store.mark_shown(battle.id, ha, hb)
                 return view
             prompt = user_prompt or self.rng.choice(self.prompts)
-            a, b, swapped = assign_sides(choose_pair(self.zoo.names, counts, self.rng), self.rng)
+            a, b, swapped = assign_sides(first_pair(priority, self.rng), self.rng)
             seed = self.rng.randrange(2**31)
         battle = self.store.create_battle(
             session_hash, prompt, "user" if user_prompt else "heldout", seed, a, b, swapped, client_key=client_key
@@ -619,10 +659,21 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--model", action="append", default=[], help="extra pipeline folder or hub id (repeatable)")
     b.add_argument("--models", default=None, help="comma-separated subset of model names to pit against each other")
     b.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export-preferences", help="the counted votes as a preference dataset (rows, re-rendered latents, card)")
+    e.add_argument("--out", required=True, help="folder for the dataset (preferences.jsonl, latents.safetensors, manifest.json, README.md)")
+    e.add_argument(
+        "--db", default=None, help="SQLAlchemy URL of the vote store (default: $DOLLAR_DB_URL, else the data folder's SQLite file)"
+    )
+    e.add_argument("--data-dir", default=None, help="the app's data folder (default: $DOLLAR_DATA_DIR, /data, ./data)")
+    e.add_argument("--model", action="append", default=[], help="extra pipeline folder or hub id the votes name (repeatable)")
+    e.add_argument("--limit", type=int, default=0, help="only the first N counted votes (0: all)")
+    e.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
     args = p.parse_args(argv)
     from dollar.model_specs import quiet_command
 
     quiet_command()
+    if args.command == "export-preferences":
+        return export_preferences_command(args)
     try:
         entries = available_models(args.model)
         if args.models:
@@ -637,6 +688,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{len(pool)} battles in {os.path.abspath(args.out)}")
+    return 0
+
+
+def open_store(db: str | None, data_dir: str | None) -> VoteStore:
+    """The app's vote store, read-only in spirit: a SQLite file that does not exist is an error, not a new store."""
+    from dollar.votes import ENV_DB_URL, default_data_dir
+
+    url = db or os.environ.get(ENV_DB_URL)
+    if not url:
+        path = os.path.join(os.path.abspath(data_dir or default_data_dir()), "votes.sqlite")
+        if not os.path.exists(path):
+            raise ArenaError(f"There is no vote store at {path}; pass --data-dir (the app's data folder) or --db (its database URL).")
+        url = f"sqlite:///{path}"
+    return VoteStore(url)
+
+
+def export_preferences_command(args) -> int:
+    from dollar.preferences import export_preferences
+
+    try:
+        store = open_store(args.db, args.data_dir)
+        if args.limit < 0:
+            raise ArenaError(f"--limit must be 0 (all votes) or a positive number, got {args.limit}.")
+        manifest = export_preferences(store, args.out, available_models(args.model), args.limit or None, args.overwrite)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{manifest['votes']} votes ({manifest['rows']} rows, {manifest['videos']} videos, {100 * manifest['reproduced_share']:.0f}% "
+        f"reproduced bit for bit) -> {os.path.abspath(args.out)}, dataset version {manifest['dataset_version']}"
+    )
     return 0
 
 

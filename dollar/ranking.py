@@ -118,22 +118,46 @@ def order_uncertainty(n: np.ndarray, s: np.ndarray, reg: float = DEFAULT_REG) ->
 PAIRING_RULES = ("least_compared", "active")
 
 
-def next_pair(n: np.ndarray, s: np.ndarray, rule: str, rng: np.random.Generator, reg: float = DEFAULT_REG) -> tuple[int, int]:
-    """The pair (i < j) to show next, from the pair totals so far. ``least_compared``: the pair
-    with the fewest battles. ``active``: the pair whose order is least certain
-    (:func:`order_uncertainty`), as active ranking and K-Sort Arena do; fewest battles breaks
-    ties. Remaining ties are broken at random."""
+def pair_keys(n: np.ndarray, s: np.ndarray, rule: str, reg: float = DEFAULT_REG, shown: np.ndarray | None = None):
+    """(i, j, keys): every pair i < j and its sort keys under ``rule``, the first key first
+    (smaller = show sooner). ``least_compared``: (battles shown,). ``active``: (-P(order wrong),
+    battles shown), the order's uncertainty from :func:`order_uncertainty`. ``shown``: [K, K]
+    battles shown per pair for the tie-break (default ``n``; an arena counts its open battles too)."""
     if rule not in PAIRING_RULES:
         raise ValueError(f"rule must be one of {PAIRING_RULES}, got {rule!r}.")
     k = n.shape[0]
     if k < 2:
         raise ValueError("Pairing needs at least two models.")
     i, j = np.triu_indices(k, 1)
-    keys = [rng.random(len(i)), n[i, j]]  # np.lexsort: the last key is the primary one
+    keys = [(n if shown is None else shown)[i, j]]
     if rule == "active":
-        keys.append(-np.round(order_uncertainty(n, s, reg)[i, j], 9))
-    best = np.lexsort(keys)[0]
+        keys.insert(0, -np.round(order_uncertainty(n, s, reg)[i, j], 9))
+    return i, j, keys
+
+
+def next_pair(
+    n: np.ndarray, s: np.ndarray, rule: str, rng: np.random.Generator, reg: float = DEFAULT_REG, shown: np.ndarray | None = None
+) -> tuple[int, int]:
+    """The pair (i < j) to show next, from the pair totals so far. ``least_compared``: the pair
+    with the fewest battles. ``active``: the pair whose order is least certain
+    (:func:`order_uncertainty`), as active ranking and K-Sort Arena do; fewest battles breaks
+    ties (:func:`pair_keys`). Remaining ties are broken at random."""
+    i, j, keys = pair_keys(n, s, rule, reg, shown)
+    best = np.lexsort([rng.random(len(i)), *reversed(keys)])[0]  # np.lexsort: the last key is the primary one
     return int(i[best]), int(j[best])
+
+
+def pair_totals(votes: pd.DataFrame, criterion: str, models: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, s) over ``models`` (in that order; models without votes get zeros) from a votes table:
+    n[i, j] battles between i and j, s[i, j] points i scored against j (ties half)."""
+    index = {m: i for i, m in enumerate(models)}
+    if len(votes):
+        votes = votes[votes["model_a"].isin(index) & votes["model_b"].isin(index)]
+    data = pairwise_data(votes, criterion)
+    remap = np.array([index[m] for m in data.models], dtype=int)
+    if len(data) == 0:
+        return np.zeros((len(models), len(models))), np.zeros((len(models), len(models)))
+    return _pair_totals(len(models), remap[data.a], remap[data.b], data.score)
 
 
 def simulate_pairing(

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -28,6 +29,7 @@ from dollar.arena import (
     check_seed,
     choose_pair,
     comparison_table,
+    first_pair,
 )
 from dollar.local_servers import free_port, gradio_call
 from dollar.pipeline import ModelLoadError
@@ -85,6 +87,64 @@ def test_pairing_takes_the_least_compared_pair_and_stays_balanced():
     assert len(counts) == 6 and set(counts.values()) == {10}
     with pytest.raises(ArenaError, match="at least two models"):
         choose_pair(["a"], {}, rng)
+
+
+def _close_pair_votes(store: VoteStore | None = None):
+    """Counted votes: a beats b and c beats d decisively (settled), b vs c split evenly (open) and
+    compared most; returns the table and the battles shown per pair."""
+    import pandas as pd
+
+    plan = [("a", "b", "A", 40), ("c", "d", "A", 40), ("b", "c", "A", 30), ("b", "c", "B", 30), ("a", "c", "A", 10), ("b", "d", "A", 10)]
+    rows = [dict(model_a=a, model_b=b, overall=w, counts_for_board=True) for a, b, w, k in plan for _ in range(k)]
+    if store is not None:
+        for r in rows:
+            battle = store.create_battle("s", PROMPT, "heldout", 0, r["model_a"], r["model_b"], False)
+            store.mark_shown(battle.id, "h", "h")
+            store.record_vote(battle.id, "s", {c: r["overall"] for c in ("visual_quality", "text_alignment", "motion", "overall")})
+    counts = Counter(frozenset((r["model_a"], r["model_b"])) for r in rows)
+    return pd.DataFrame(rows), counts
+
+
+def test_active_pairing_asks_for_the_pair_whose_order_is_least_certain():
+    from dollar import ranking
+
+    votes, counts = _close_pair_votes()
+    rng = random.Random(0)
+    assert choose_pair(list("abcd"), counts, rng, "active", votes) == ("b", "c")  # most compared, yet least settled
+    assert choose_pair(list("abcd"), counts, rng, "least_compared", votes) == ("a", "d")  # never compared
+    n, s = ranking.pair_totals(votes, "overall", list("abcd"))
+    assert n[1, 2] == 60 and s[1, 2] == 30 and s[0, 1] == 40 and s[1, 0] == 0 and n[0, 3] == 0
+    assert ranking.next_pair(n, s, "active", np.random.default_rng(0)) == (1, 2)  # the library rule, on the same totals
+    # no votes yet: every order is a coin flip, so the fewest shown breaks the tie
+    assert choose_pair(list("abc"), {frozenset("ab"): 2, frozenset("ac"): 1, frozenset("bc"): 2}, rng, "active", None) == ("a", "c")
+    with pytest.raises(ArenaError, match="pairing rule must be one of"):
+        choose_pair(list("abc"), {}, rng, "ucb")
+
+
+def test_live_arena_pairs_by_the_counted_votes_in_its_store(tmp_path):
+    store = VoteStore(f"sqlite:///{tmp_path / 'votes.sqlite'}")
+    _close_pair_votes(store)
+    zoo = ModelZoo([ModelEntry(m, "teacher", 1, "baseline") for m in "abcd"], str(tmp_path / "videos"))
+    active = Arena(store, zoo, prompts=[PROMPT], seed=0)
+    assert active.pairing == "active" and first_pair(active.pair_priority(), random.Random(0)) == ("b", "c")
+    balanced = Arena(store, zoo, prompts=[PROMPT], seed=0, pairing="least_compared")
+    assert first_pair(balanced.pair_priority(), random.Random(0)) == ("a", "d")
+    # the pool serves the chosen pair's battle when it has one
+    pool_dir = tmp_path / "pool"
+    pool_dir.mkdir()
+    with open(pool_dir / "pool.jsonl", "w") as f:
+        for k, pair in enumerate([("a", "d"), ("b", "c"), ("a", "b")]):
+            (pool_dir / f"{k}a.mp4").write_bytes(b"x")
+            (pool_dir / f"{k}b.mp4").write_bytes(b"x")
+            f.write(
+                json.dumps(dict(id=f"item{k}", prompt=PROMPT, seed=k, models=pair, videos=[f"{k}a.mp4", f"{k}b.mp4"], hashes=["h", "h"]))
+                + "\n"
+            )
+    pool = BattlePool(str(pool_dir))
+    assert pool.pick(active.pair_priority(), set(), {}, random.Random(0)).models == ("b", "c")
+    assert pool.pick(balanced.pair_priority(), set(), {}, random.Random(0)).models == ("a", "d")
+    with pytest.raises(ArenaError, match="pairing rule must be one of"):
+        Arena(store, zoo, prompts=[PROMPT], pairing="ucb")
 
 
 def test_sides_are_swapped_by_a_fair_coin():

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from diffusers import WanTransformer3DModel
 from safetensors.torch import load_file
@@ -160,3 +161,27 @@ def test_vae_architecture_comes_from_vae_config(tmp_path):
         train_vae.vae_kwargs('{"patch": 2}')
     with pytest.raises(SystemExit, match="must be JSON text or a JSON file"):
         train_vae.vae_kwargs("{patch_size: 2")
+
+
+def test_vae_reconstruction_loss_matches_its_definition_and_its_edge_term_sees_corners():
+    from dollar.models.video_vae import reconstruction_loss
+
+    g = torch.Generator().manual_seed(0)
+    recon, target = torch.randn(2, 3, 5, 8, 8, generator=g), torch.randn(2, 3, 5, 8, 8, generator=g)
+    weight = 1 + 3 * (torch.rand(2, 1, 5, 8, 8, generator=g) > 0.8).float()
+    err = recon - target
+    plain = err.abs().mean() + err.pow(2).mean()
+    assert reconstruction_loss(recon, target).item() == pytest.approx(plain.item(), rel=1e-6)
+    weighted = (weight * (err.abs() + err.pow(2))).sum() / weight.expand_as(err).sum()
+    assert reconstruction_loss(recon, target, weight).item() == pytest.approx(weighted.item(), rel=1e-6)
+    # A square and the same square with its corners cut off: nearly equal pixels, different edges.
+    square = torch.zeros(1, 1, 1, 8, 8)
+    square[..., 2:6, 2:6] = 1
+    cut = square.clone()
+    cut[..., [2, 2, 5, 5], [2, 5, 2, 5]] = 0
+    dx = (square[..., :, 1:] - square[..., :, :-1]) - (cut[..., :, 1:] - cut[..., :, :-1])
+    dy = (square[..., 1:, :] - square[..., :-1, :]) - (cut[..., 1:, :] - cut[..., :-1, :])
+    edge = dx.abs().mean() + dy.abs().mean()
+    base = reconstruction_loss(cut, square).item()
+    assert reconstruction_loss(cut, square, edge_weight=0.5).item() == pytest.approx(base + 0.5 * edge.item(), rel=1e-6)
+    assert edge.item() > 0

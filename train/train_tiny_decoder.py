@@ -45,7 +45,7 @@ from dollar.data import VideoFolderDataset, WorldVideoDataset, tensor_to_video  
 from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models.tiny_decoder import TinyVideoDecoder, vae_family, vae_fingerprint, vae_geometry  # noqa: E402
-from dollar.models.video_vae import latent_statistics  # noqa: E402
+from dollar.models.video_vae import latent_statistics, reconstruction_loss  # noqa: E402
 
 
 @dataclass
@@ -232,11 +232,6 @@ def draw_batch(n: int, n_encoded: int, batch_size: int, sampled_fraction: float,
 def frames_to_tensor(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [B, T, H, W, 3] -> float [B, 3, T, H, W] in [-1, 1]."""
     return frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-
-
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    err = pred - target
-    return err.abs().mean() + err.pow(2).mean()
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@
     python train/train_vae.py --config vae.yaml --max_steps 300      # fields from a YAML file; flags win over it
 
 Reads top to bottom: build, loop, log, save. Resumes from the newest complete checkpoint in
-``<output_dir>/checkpoints`` with ``--resume latest``. The loss is L1 + MSE on pixels plus a small L2 pull on the latents.
+``<output_dir>/checkpoints`` with ``--resume latest``. The loss is L1 + MSE on pixels (object pixels weighted up, an optional edge term) plus a small L2 pull on the latents.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
+from dollar.models.video_vae import reconstruction_loss  # noqa: E402
 
 
 @dataclass
@@ -39,6 +40,7 @@ class VAETrainConfig(TrainerRunConfig):
     warmup_steps: int = 100
     latent_weight: float = 1e-4  # L2 on latents keeps their scale tame
     foreground_weight: float = 4.0  # extra loss weight on object pixels (they are ~5% of a clip)
+    edge_weight: float = 0.0  # weight of the image-gradient (edge) term of the pixel loss; corners are what tells shapes apart
     two_object_fraction: float = 0.3
     eval_every: int = 250
     eval_videos: int = 32
@@ -115,9 +117,7 @@ def main(cfg: VAETrainConfig) -> None:
         with torch.set_grad_enabled(not cfg.decoder_only):
             z = vae.encode(batch).latent_dist.mode()
         recon = vae.decode(z).sample
-        weight = 1.0 + cfg.foreground_weight * foreground_mask(batch)
-        err = recon - batch
-        rec = (weight * (err.abs() + err.pow(2))).mean() / weight.mean()
+        rec = reconstruction_loss(recon, batch, 1.0 + cfg.foreground_weight * foreground_mask(batch), cfg.edge_weight)
         kl = z.pow(2).mean()
         loss = rec + cfg.latent_weight * kl
         optimizer_step(accelerator, optimizer, loss, vae)

@@ -211,3 +211,10 @@ def ddpo_rollout(
         scales[float(tt[0])] = scale
         x = x_next
     return trajectory, scales, x
+
+
+def bradley_terry_loss(score_a: torch.Tensor, score_b: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """The preference reward's loss: -E[y log sigmoid(r_a - r_b) + (1 - y) log sigmoid(r_b - r_a)],
+    y = P(a preferred): 1 (a won), 0 (b won), 0.5 (a tie). The latent scores r are Bradley-Terry
+    log-strengths, the same model dollar.ranking fits to whole models."""
+    return F.binary_cross_entropy_with_logits(score_a - score_b, label.to(score_a.dtype))

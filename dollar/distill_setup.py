@@ -34,7 +34,7 @@ from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset
 from dollar.lora import AdapterView, active_adapter, add_adapters, merged_student, save_student_adapter, update_ema_adapter
 from dollar.models import LatentRewardModel
 from dollar.pipeline import DollarPipeline, ModelLoadError, postprocess_video, resolve_model
-from dollar.rewards import get_reward
+from dollar.rewards import parse_reward_spec, weighted_reward
 from dollar.sampling import multistep_sample, student_training_input
 from dollar.schedule import PREDICTION_TYPES, NoiseSchedule
 from dollar.sentinel import CollapseSentinel, video_health
@@ -69,10 +69,7 @@ def check_config(cfg) -> None:
     if all(w <= 0 for w in weights.values()):
         raise SystemExit("error: every loss is off or weighted zero; enable at least one of --vsd, --cd, --lrm with a positive weight.")
     if cfg.lrm:
-        try:
-            get_reward(cfg.reward) if not cfg.reward.startswith("clip:") else None
-        except ValueError as err:
-            raise SystemExit(f"error: {err}") from None
+        check_rewards(cfg)
     if cfg.batch_size < 1 or cfg.max_iters < (0 if cfg.init_student else 1) or cfg.fake_steps < 0 or cfg.cd_skip < 1:
         raise SystemExit(
             "error: batch_size, max_iters and cd_skip must be positive and fake_steps non-negative "
@@ -270,12 +267,63 @@ def load_student_init(name: str, teacher: torch.nn.Module) -> dict[str, torch.Te
     return weights
 
 
-def latent_reward_model(cfg, data: TrainingData) -> LatentRewardModel:
+def reward_network(latent_channels: int, latent_height: int, text_dim: int = 0, **kwargs) -> LatentRewardModel:
     """The paper's small latent network (conv 4x4/4 ...); stride 2 on latents of 16 pixels or fewer."""
+    stride = 2 if latent_height <= 16 else 4
+    return LatentRewardModel(latent_channels=latent_channels, first_kernel=stride, first_stride=stride, text_dim=text_dim, **kwargs)
+
+
+def latent_reward_model(cfg, data: TrainingData) -> LatentRewardModel:
+    """The latent reward model fitted online to the black-box rewards (text-conditioned unless told otherwise)."""
     _, c, _, h, _ = data.latents.shape
-    stride = 2 if h <= 16 else 4
-    text_dim = data.text_states.shape[-1] if cfg.lrm_text_conditioned else 0
-    return LatentRewardModel(latent_channels=c, first_kernel=stride, first_stride=stride, text_dim=text_dim)
+    return reward_network(c, h, data.text_states.shape[-1] if cfg.lrm_text_conditioned else 0)
+
+
+def check_rewards(cfg) -> None:
+    """``--reward`` parsed (:func:`dollar.rewards.parse_reward_spec`), its preference folders
+    loadable, and DDPO given black-box rewards only; else one sentence."""
+    from dollar.preferences import load_preference_reward
+
+    try:
+        terms = parse_reward_spec(cfg.reward)
+        for term in terms:
+            if term.is_preference:
+                load_preference_reward(term.path)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    if cfg.reward_method == "ddpo" and any(t.is_preference for t in terms):
+        raise SystemExit("error: DDPO scores decoded pixels; a preference: reward scores latents, so use it with --reward_method lrm.")
+
+
+@dataclass
+class Rewards:
+    """What the student climbs: ``pixel``, the black-box rewards' weighted sum (decoded pixels; the
+    online latent reward model fits it), and ``frozen``, pretrained latent rewards with their weights
+    (``preference:<folder>``; never fitted, no decoding)."""
+
+    pixel: object
+    frozen: list
+
+    def frozen_scores(self, latents: torch.Tensor) -> torch.Tensor:
+        """sum_k w_k R_k(latents), [B] (zeros without frozen rewards); gradients reach ``latents``."""
+        return sum((w * model(latents) for model, w in self.frozen), torch.zeros(len(latents), device=latents.device))
+
+
+def build_rewards(cfg, latent_channels: int, device) -> Rewards:
+    """The rewards ``--reward`` names (the pixel one is also what validation reports)."""
+    from dollar.preferences import load_preference_reward
+
+    if not (cfg.lrm or cfg.validate_every):
+        return Rewards(None, [])
+    terms = parse_reward_spec(cfg.reward)
+    frozen = [(load_preference_reward(t.path).to(device), t.weight) for t in terms if t.is_preference] if cfg.lrm else []
+    for (model, _), term in zip(frozen, [t for t in terms if t.is_preference]):
+        if model.config.latent_channels != latent_channels:
+            raise SystemExit(
+                f"error: {term.path} scores {model.config.latent_channels}-channel latents, this teacher's have {latent_channels}; "
+                "train the preference reward on votes for models of this teacher."
+            )
+    return Rewards(weighted_reward(terms), frozen)
 
 
 def optimizer_class(cfg):
@@ -696,7 +744,7 @@ def save_student(accelerator, cfg, pipe: DollarPipeline, nets: Networks, reward_
         default_num_frames=num_frames,
     )
     out.save_pretrained(cfg.output_dir)
-    if cfg.lrm and record["iterations_done"] > 0:
+    if cfg.lrm and record["iterations_done"] > 0 and weighted_reward(parse_reward_spec(cfg.reward)) is not None:
         accelerator.unwrap_model(reward_model).save_pretrained(os.path.join(cfg.output_dir, "latent_reward_model"))
     with open(os.path.join(cfg.output_dir, "distill_config.json"), "w") as f:
         json.dump({**asdict(cfg), **record, **provenance(cfg), **memory}, f, indent=2)

@@ -1,11 +1,16 @@
 """Pixel-space rewards: black boxes ``(frames uint8 [B, T, H, W, 3], prompts) -> scores [B]``.
 
-None of them needs to be differentiable: the latent reward model learns them.
+None of them needs to be differentiable: the latent reward model learns them. A trainer's
+``--reward`` names one or several, each with a weight (:func:`parse_reward_spec`), and may add
+``preference:<folder>``, a latent reward model trained on arena votes (dollar/preferences.py)
+that scores latents directly, so it is used frozen instead of being fitted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,6 +35,65 @@ def get_reward(name: str) -> Reward:
     if name.startswith("clip:"):
         return clip_reward(name[len("clip:") :])
     raise ValueError(f"Unknown reward '{name}'; use one of {', '.join(sorted(REWARDS))} or clip:<model path or hub id>.")
+
+
+PREFERENCE_PREFIX = "preference:"
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """One term of ``--reward``: a black-box reward's name (or ``preference:<folder>``) and its weight."""
+
+    name: str
+    weight: float = 1.0
+
+    @property
+    def is_preference(self) -> bool:
+        return self.name.startswith(PREFERENCE_PREFIX)
+
+    @property
+    def path(self) -> str:
+        return self.name[len(PREFERENCE_PREFIX) :]
+
+
+def parse_reward_spec(text: str) -> list[RewardTerm]:
+    """``name[=weight],name[=weight],...`` -> the terms, e.g. ``motion`` or
+    ``preference:runs/prefs-lrm=1.0,motion=0.5``. A name is a registered reward, ``clip:<model>``
+    or ``preference:<folder>``; the weight (default 1) is any finite number but 0."""
+    terms = []
+    for item in filter(None, (t.strip() for t in str(text).split(","))):
+        name, eq, weight = item.rpartition("=")
+        if not eq:
+            name, weight = item, "1"
+        try:
+            value = float(weight)
+        except ValueError:
+            value = math.nan
+        if not name or not math.isfinite(value) or value == 0:
+            raise ValueError(
+                f"Bad reward term {item!r}; write name=weight with a nonzero number, e.g. preference:runs/prefs-lrm=1.0,motion=0.5."
+            )
+        term = RewardTerm(name, value)
+        if not term.is_preference and not name.startswith("clip:"):
+            get_reward(name)  # an unknown name: one sentence
+        terms.append(term)
+    if not terms:
+        raise ValueError("--reward names no reward; give e.g. motion, or preference:<folder>=1.0,motion=0.5.")
+    return terms
+
+
+def weighted_reward(terms: list[RewardTerm]) -> Reward | None:
+    """The black-box terms' weighted sum as one reward (what the online latent reward model fits); None without any."""
+    parts = [(get_reward(t.name), t.weight) for t in terms if not t.is_preference]
+    if not parts:
+        return None
+    if len(parts) == 1 and parts[0][1] == 1.0:
+        return parts[0][0]
+
+    def total(frames: np.ndarray, prompts: list[str]) -> np.ndarray:
+        return sum(w * np.asarray(fn(frames, prompts), dtype=np.float32) for fn, w in parts)
+
+    return total
 
 
 @register_reward("motion")

@@ -2,6 +2,7 @@
 against references, the preference reward model's training and its use in distillation."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -171,3 +172,118 @@ def test_pairwise_accuracy_counts_decided_pairs_only():
     model = lambda z: z.flatten(1).mean(1)  # noqa: E731
     assert pairwise_accuracy(model, pairs, np.arange(4)) == pytest.approx(1 / 3)
     assert pairwise_accuracy(model, pairs, np.array([3])) is None
+
+
+# --- the preference reward model and its use in distillation ----------------------------------
+
+
+def write_dataset(folder, n=240, prompts=12, channels=12, shape=(5, 8, 8), seed=0, shuffle=False):
+    """A preference dataset in the export's format whose raters prefer the video with the larger
+    mean of latent channel 0 (logistic noise; 10% ties); ``shuffle``: the labels permuted."""
+    from safetensors.torch import save_file
+
+    from dollar.preferences import FORMAT_VERSION
+
+    g = torch.Generator().manual_seed(seed)
+    latents, rows = {}, []
+    for i in range(n):
+        za, zb = torch.randn(channels, *shape, generator=g), torch.randn(channels, *shape, generator=g)
+        za[0] += torch.randn((), generator=g)
+        zb[0] += torch.randn((), generator=g)
+        latents[f"a{i}"], latents[f"b{i}"] = za, zb
+        gap = float(za[0].mean() - zb[0].mean())
+        u = float(torch.rand((), generator=g))
+        label = 0.5 if u < 0.1 else float(torch.rand((), generator=g) < torch.sigmoid(torch.tensor(8 * gap)))
+        rows.append(dict(criterion="overall", prompt=f"p{i % prompts}", label=label, latent_a=f"a{i}", latent_b=f"b{i}"))
+    if shuffle:
+        labels = [r["label"] for r in rows]
+        for r, k in zip(rows, np.random.default_rng(seed).permutation(n)):
+            r["label"] = labels[k]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "preferences.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    save_file(latents, os.path.join(folder, "latents.safetensors"))
+    manifest = dict(format_version=FORMAT_VERSION, dataset_version="test", votes=n, raters=3, store="test", created_at="today")
+    with open(os.path.join(folder, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    return str(folder)
+
+
+def _train(prefs, out, *extra):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import train_preference_reward as trainer
+
+    cfg = trainer.parse_config(trainer.PreferenceRewardConfig, ["--prefs", prefs, "--output_dir", str(out), "--steps", "150", *extra])
+    return trainer.main(cfg)
+
+
+def test_preference_reward_learns_the_raters_preference_and_not_shuffled_labels(tmp_path):
+    real = _train(write_dataset(tmp_path / "real"), tmp_path / "lrm", "--threads", "1")
+    assert real["heldout_pairwise_accuracy"] >= 0.8 and real["heldout_pairs"] == 40, real
+    shuffled = _train(write_dataset(tmp_path / "shuffled", shuffle=True), tmp_path / "lrm-shuffled", "--threads", "1")
+    assert shuffled["heldout_pairwise_accuracy"] <= 0.7, shuffled
+    from dollar.preferences import load_preference_reward
+
+    model = load_preference_reward(str(tmp_path / "lrm"))
+    assert not any(p.requires_grad for p in model.parameters())
+    card = open(tmp_path / "lrm" / "README.md").read()
+    assert "dataset version `test`" in card and f"{100 * real['heldout_pairwise_accuracy']:.1f}%" in card
+    with pytest.raises(SystemExit, match="is not a preference dataset"):
+        _train(str(tmp_path), tmp_path / "none")
+
+
+def test_reward_spec_names_weights_and_refusals():
+    from dollar.rewards import RewardTerm, parse_reward_spec, weighted_reward
+
+    assert parse_reward_spec("motion") == [RewardTerm("motion", 1.0)]
+    terms = parse_reward_spec("preference:runs/a=b=1.5, motion=0.5,sharpness")
+    assert terms == [RewardTerm("preference:runs/a=b", 1.5), RewardTerm("motion", 0.5), RewardTerm("sharpness", 1.0)]
+    assert terms[0].is_preference and terms[0].path == "runs/a=b"
+    frames = np.random.default_rng(0).integers(0, 255, (2, 4, 16, 16, 3), dtype=np.uint8)
+    from dollar.rewards import motion_reward, sharpness_reward
+
+    expected = 0.5 * motion_reward(frames) + sharpness_reward(frames)
+    assert np.allclose(weighted_reward(terms)(frames, ["", ""]), expected)
+    assert weighted_reward(parse_reward_spec("preference:x")) is None
+    for bad, message in [
+        ("motion=0", "nonzero number"),
+        ("motion=abc", "nonzero number"),
+        ("beauty", "Unknown reward"),
+        (" , ", "names no reward"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            parse_reward_spec(bad)
+
+
+@pytest.mark.slow
+def test_distill_climbs_a_frozen_preference_reward_alone_or_with_a_black_box(tiny_pipeline, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import distill
+    from dollar.distill_setup import reward_network
+
+    teacher = tmp_path / "teacher"
+    tiny_pipeline.save_pretrained(teacher)
+    c = tiny_pipeline.transformer.config.in_channels
+    prefs = tmp_path / "prefs-lrm"
+    torch.manual_seed(0)
+    reward_network(c, 8, hidden_channels=16).save_pretrained(prefs)
+    before = {k: v.clone() for k, v in reward_network(c, 8, hidden_channels=16).from_pretrained(prefs).state_dict().items()}
+    base = ["--teacher", str(teacher), "--num_clips", "8", "--batch_size", "2", "--max_iters", "1", "--fake_steps", "1"]
+    base += ["--validate_every", "0", "--report_to", "none", "--cd", "false"]
+    alone = distill.main(distill.parse_config([*base, "--output_dir", str(tmp_path / "a"), "--reward", f"preference:{prefs}=2.0"]))
+    record = alone["history"][0]
+    assert "loss_lrm_fit" not in record and np.isfinite(record["reward_preference"])  # nothing decoded, nothing fitted
+    assert record["loss_ft"] == pytest.approx(-record["reward_preference"], rel=1e-6)  # the weighted score, climbed
+    assert not os.path.exists(tmp_path / "a" / "latent_reward_model")
+    both = distill.main(
+        distill.parse_config([*base, "--output_dir", str(tmp_path / "b"), "--reward", f"preference:{prefs}=1.0,motion=0.5"])
+    )
+    assert {"loss_lrm_fit", "reward_preference", "loss_ft"} <= set(both["history"][0])
+    after = reward_network(c, 8).from_pretrained(prefs).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen: never trained, never saved over
+    for flags, message in [
+        (["--reward", f"preference:{tmp_path}"], "is not a trained preference reward model"),
+        (["--reward", f"preference:{prefs}", "--reward_method", "ddpo"], "use it with --reward_method lrm"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            distill.parse_config([*base, "--output_dir", str(tmp_path / "c"), *flags])

@@ -4,6 +4,7 @@ variational score distillation + consistency distillation + latent reward model 
     python train/distill.py                                   # bundled teacher -> 4-step student
     python train/distill.py --config train/configs/student-1-onestep.yaml --max_iters 2000
     python train/distill.py --cd false --lrm false            # the VSD-only ablation (DMD)
+    python train/distill.py --reward preference:runs/prefs-lrm=1.0,motion=0.5   # arena votes' reward (frozen) + motion (fitted)
     accelerate launch --config_file train/configs/accelerate-ddp.yaml train/distill.py ...   # several GPUs (DDP)
     accelerate launch --config_file train/configs/accelerate-fsdp.yaml train/distill.py ...  # sharded (FSDP2)
 
@@ -45,6 +46,7 @@ from dollar.distill_setup import (  # noqa: E402
     Validation,
     batch_generator,
     build_networks,
+    build_rewards,
     check_config,
     check_launch,
     check_memory_plan,
@@ -77,7 +79,6 @@ from dollar.losses import (  # noqa: E402
 from dollar.memory import PeakMemory, tensor_bytes  # noqa: E402
 from dollar.models import set_attention_backend  # noqa: E402
 from dollar.pipeline import postprocess_video  # noqa: E402
-from dollar.rewards import get_reward  # noqa: E402
 
 
 @dataclass
@@ -113,7 +114,7 @@ class DistillConfig:
     cd_guidance_w: float = 7.5  # CFG w of the teacher inside CD
     cd_skip: int = 5  # m teacher DDIM steps on the 50-step grid
     ema_decay: float = 0.95  # EMA of the student, the CD target network
-    reward: str = "motion"  # a name from dollar.rewards (motion = the paper's dynamic degree), or clip:<model>
+    reward: str = "motion"  # name[=weight],...: dollar.rewards names (motion = dynamic degree), clip:<model>, preference:<folder> (frozen)
     reward_method: str = "lrm"  # "lrm" (latent reward model) or "ddpo" (REINFORCE on decoded rewards: the baseline)
     ddpo_sigma: float = 0.1  # DDPO: exploration std of the last (x0) step, in latent units
     lrm_text_conditioned: bool = True
@@ -191,7 +192,8 @@ def main(cfg: DistillConfig) -> dict:
         nets.ema.load_state_dict(start_weights)
         accelerator.print(f"student initialised from {cfg.init_student}")
     reward_model = latent_reward_model(cfg, data)
-    reward_fn = get_reward(cfg.reward) if cfg.lrm or cfg.validate_every else None
+    rewards = build_rewards(cfg, latents.shape[1], device)
+    reward_fn = rewards.pixel  # the black boxes' weighted sum, on decoded pixels; None with preference rewards alone
     adamw = optimizer_class(cfg)
     opt_g = adamw(nets.student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
     opt_f = adamw(nets.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
@@ -289,24 +291,26 @@ def main(cfg: DistillConfig) -> dict:
             generated = rewards
             record.update(loss_ddpo=loss_pg.item(), reward_generated=rewards.mean().item())
         elif cfg.lrm and cfg.reward_weight > 0:
-            both = torch.cat([x_gen.detach(), x0_real])
-            with torch.no_grad():
-                frames = postprocess_video(pipe.decode_latents(both, cfg.decode_batch_size), "np")
-            rewards = torch.as_tensor(reward_fn(frames, batch_prompts * 2), dtype=torch.float32, device=device)
-            both_text = torch.cat([text, text]) if cfg.lrm_text_conditioned else None
-            loss_fit = latent_reward_fit_loss(reward_model, both, rewards, both_text)
-            optimizer_step(accelerator, opt_r, loss_fit, reward_model, clip=0)
+            if reward_fn is not None:  # black-box rewards: fit R_lat on decoded real and generated clips
+                both = torch.cat([x_gen.detach(), x0_real])
+                with torch.no_grad():
+                    frames = postprocess_video(pipe.decode_latents(both, cfg.decode_batch_size), "np")
+                pixel = torch.as_tensor(reward_fn(frames, batch_prompts * 2), dtype=torch.float32, device=device)
+                both_text = torch.cat([text, text]) if cfg.lrm_text_conditioned else None
+                loss_fit = latent_reward_fit_loss(reward_model, both, pixel, both_text)
+                optimizer_step(accelerator, opt_r, loss_fit, reward_model, clip=0)
+                record.update(loss_lrm_fit=loss_fit.item(), reward_real=pixel[cfg.batch_size :].mean().item())
             x_gen = student_den(x_in, t_step, text)[0]
-            loss_ft = reward_finetune_loss(reward_model, x_gen, text if cfg.lrm_text_conditioned else None)
+            frozen = rewards.frozen_scores(x_gen)  # pretrained latent rewards (preference:), never fitted here
+            loss_ft = -frozen.mean()
+            if reward_fn is not None:
+                loss_ft = loss_ft + reward_finetune_loss(reward_model, x_gen, text if cfg.lrm_text_conditioned else None)
             optimizer_step(accelerator, opt_g, cfg.reward_weight * loss_ft, student, lora_base, "student")
             opt_r.zero_grad(set_to_none=True)  # the reward model is not trained by L_FT
-            generated = rewards[: cfg.batch_size]
-            record.update(
-                loss_lrm_fit=loss_fit.item(),
-                reward_generated=generated.mean().item(),
-                reward_real=rewards[cfg.batch_size :].mean().item(),
-                loss_ft=loss_ft.item(),
-            )
+            generated = pixel[: cfg.batch_size] if reward_fn is not None else frozen.detach()
+            record.update(reward_generated=generated.mean().item(), loss_ft=loss_ft.item())
+            if rewards.frozen:
+                record["reward_preference"] = frozen.mean().item()
         if cfg.lrm and cfg.reward_weight > 0:
             last_train_reward = accelerator.reduce(generated.mean(), "mean").item()
 

@@ -68,3 +68,23 @@ def test_init_from_a_folder_without_a_transformer_is_one_sentence(tmp_path):
     done = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"), capture_output=True, text=True)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and "config.json" in done.stderr
+
+
+def test_a_teacher_adapts_to_a_new_latent_space_keeping_its_blocks():
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    from train_teacher import adapt_to_latents
+
+    torch.manual_seed(0)
+    old = DollarWanTransformer3DModel(**TEST_TRANSFORMER_CONFIG)
+    assert adapt_to_latents(old, dict(TEST_TRANSFORMER_CONFIG), log=lambda *a: None) is old  # same geometry: untouched
+    new = adapt_to_latents(old, {**TEST_TRANSFORMER_CONFIG, "in_channels": 16, "out_channels": 16}, log=lambda *a: None)
+    assert (new.config.in_channels, new.config.out_channels) == (16, 16)
+    old_state, new_state = old.state_dict(), new.state_dict()
+    changed = sorted(k for k in new_state if new_state[k].shape != old_state[k].shape)
+    assert changed and all(k.startswith(("patch_embedding", "proj_out", "pos_proj")) for k in changed), changed
+    for key in new_state:
+        if key not in changed:
+            assert torch.equal(new_state[key], old_state[key]), key
+    x = torch.randn(1, 16, 2, 4, 4)
+    out = new(x, torch.tensor([10]), torch.randn(1, 3, 384)).sample
+    assert out.shape == x.shape

@@ -61,7 +61,7 @@ class TeacherTrainConfig(TrainerRunConfig):
     gradient_checkpointing: bool = False
     save_fp16: bool = True
     model_config: str = ""  # JSON file with DollarWanTransformer3DModel kwargs; empty = the tiny default
-    init_from: str = ""  # start from this teacher (pipeline folder or bundled name); its architecture wins
+    init_from: str = ""  # start from this teacher (pipeline folder or bundled name); its architecture wins, its latent/text geometry adapts
     export_only: bool = False  # write the pipeline (EMA weights) from the last checkpoint and stop, no training
 
 
@@ -110,6 +110,28 @@ def load_initial_transformer(name_or_path: str) -> DollarWanTransformer3DModel:
     return transformer.float().train()
 
 
+def adapt_to_latents(transformer: DollarWanTransformer3DModel, model_kwargs: dict, log=print) -> DollarWanTransformer3DModel:
+    """``transformer`` if it fits these latents and text; else the same architecture with the
+    latent / text geometry of ``model_kwargs`` (a new VAE: other channels or patches), every
+    weight whose shape still fits copied over and the rest (patch embedding, output projection)
+    freshly initialised: the blocks keep what they learnt of text, layout and motion."""
+    keys = ("in_channels", "out_channels", "text_dim", "patch_size")
+    wanted = {k: tuple(v) if k == "patch_size" else v for k, v in model_kwargs.items() if k in keys}
+    have = {k: tuple(transformer.config[k]) if k == "patch_size" else transformer.config[k] for k in keys}
+    if wanted == have:
+        return transformer
+    config = {k: v for k, v in transformer.config.items() if not k.startswith("_")}
+    fresh = DollarWanTransformer3DModel(**{**config, **wanted})
+    old = transformer.state_dict()
+    state = fresh.state_dict()
+    kept = {k: v for k, v in old.items() if k in state and v.shape == state[k].shape}
+    fresh.load_state_dict({**state, **kept})
+    log(
+        f"new latent geometry {wanted} (was {have}): kept {len(kept)} of {len(state)} tensors, initialised {sorted(set(state) - set(kept))}"
+    )
+    return fresh.float().train()
+
+
 def main(cfg: TeacherTrainConfig) -> dict:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
@@ -122,14 +144,15 @@ def main(cfg: TeacherTrainConfig) -> dict:
     latents, text_states, null_states = cache["latents"], cache["text_states"], cache["null_states"]
     n, k_per_clip = latents.shape[0], text_states.shape[1]
 
+    model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
+    model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
+    if not cfg.model_config:  # patches that keep the default 8x8 token grid, whatever the VAE's compression
+        model_kwargs["patch_size"] = (1, max(1, latents.shape[-2] // 8), max(1, latents.shape[-1] // 8))
     if cfg.init_from:
         transformer = load_initial_transformer(cfg.init_from)
         accelerator.print(f"starting from the transformer of {cfg.init_from}")
+        transformer = adapt_to_latents(transformer, model_kwargs, accelerator.print)
     else:
-        model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
-        model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
-        if not cfg.model_config:  # patches that keep the default 8x8 token grid, whatever the VAE's compression
-            model_kwargs["patch_size"] = (1, max(1, latents.shape[-2] // 8), max(1, latents.shape[-1] // 8))
         transformer = DollarWanTransformer3DModel(**model_kwargs)
     accelerator.print(f"attention backend: {set_attention_backend(transformer, cfg.attention_backend)}")
     if cfg.gradient_checkpointing:

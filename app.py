@@ -41,7 +41,9 @@ from dollar.arena import (
     check_seed,
     comparison_table,
     example_prompts,
+    model_card,
     prune_files,
+    select_models,
 )
 from dollar.votes import (
     ANSWER_LABELS,
@@ -291,6 +293,11 @@ def build_app(
                     )
                     run = gr.Button("Generate", variant="primary", elem_id="generate")
                     api_generate = gr.Button(visible=False)  # /generate: the API's three inputs, the full decoder
+            with gr.Accordion("Model cards: how each model was made", open=False):
+                for name in names:
+                    card = model_card(zoo.entry(name))
+                    if card:
+                        gr.Markdown(f"### {plain(name)}\n\n{card}", elem_id=f"card-{re.sub(r'[^a-z0-9]+', '-', name.lower())}")
             gr.Examples([[p] for p in heldout[:8]], inputs=[prompt], label="Held-out prompts (never seen in training)")
             gr.Examples([[p] for p in example_prompts(8)], inputs=[prompt], label="From the world's vocabulary")
             slots = []
@@ -391,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DOLLAR demo and human evaluation (Gradio).")
     on_space = bool(os.environ.get("SPACE_ID"))
     p.add_argument("--model", action="append", default=[], help="extra pipeline folder or hub id (repeatable)")
+    p.add_argument("--models", default=None, help="comma-separated subset of the model names to offer (default: all available)")
     p.add_argument(
         "--size",
         type=video_size,
@@ -507,7 +515,7 @@ def create_app(argv: list[str] | None = None) -> tuple[gr.Blocks, dict]:
         db_url, battle_ttl_s=args.battle_ttl, app_version=dollar.__version__, mirror=HubMirror.from_env(data_dir), limits=limits
     )
     work = _video_folder()
-    zoo = ModelZoo(available_models(args.model, args.size), os.path.join(work, "videos"), progress_bars=True)
+    zoo = ModelZoo(select_models(available_models(args.model, args.size), args.models), os.path.join(work, "videos"), progress_bars=True)
     pool_dir = args.pool or os.path.join(data_dir, "pool")
     pool = BattlePool(pool_dir, zoo.names) if (args.pool or os.path.exists(os.path.join(pool_dir, "pool.jsonl"))) else None
     arena = Arena(

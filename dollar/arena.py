@@ -38,6 +38,7 @@ from dollar.votes import VoteStore
 TEACHER_STEPS = 50
 BASELINE_STEPS = (1, 2, 4)
 STUDENTS = ("student-1", "student-2", "student-4")
+PREFERENCE_STUDENT = "student-preference"
 MAX_PROMPT_CHARS = 500
 MAX_SEED = 2**32 - 1
 POOL_MANIFEST = "pool.jsonl"
@@ -87,7 +88,7 @@ class ModelEntry:
 def available_models(extra: Sequence[str] = (), size: tuple[int, int, int] | None = None) -> list[ModelEntry]:
     """The bundled models present in assets/ (the teacher brings its DDIM-k baselines), then
     each ``extra`` folder or hub id at its own defaults, or at ``size`` (height, width, frames)."""
-    from dollar.pipeline import ModelLoadError, resolve_model
+    from dollar.pipeline import ASSETS_DIR, ModelLoadError, resolve_model
 
     entries = []
     try:
@@ -104,11 +105,40 @@ def available_models(extra: Sequence[str] = (), size: tuple[int, int, int] | Non
             continue
         if os.path.exists(os.path.join(path, "model_index.json")):
             entries.append(ModelEntry(name, name, None, "student"))
+    tuned = os.path.join(ASSETS_DIR, PREFERENCE_STUDENT)  # student-1 tuned on arena votes (benchmarks/preference_loop.py)
+    if os.path.exists(os.path.join(tuned, "model_index.json")):
+        entries.append(ModelEntry(PREFERENCE_STUDENT, tuned, None, "student"))
     for source in extra:
         resolve_model(source)  # a clear ModelLoadError for a name that cannot be a model
         if source not in {e.name for e in entries}:
             entries.append(ModelEntry(source, source, None, "custom", size))
     return entries
+
+
+def select_models(entries: list[ModelEntry], names: str | None) -> list[ModelEntry]:
+    """The ``entries`` a comma-separated list of model names keeps (all of them for None or ""), or one sentence."""
+    if not names:
+        return entries
+    wanted = [m.strip() for m in names.split(",") if m.strip()]
+    unknown = [m for m in wanted if m not in {e.name for e in entries}]
+    if unknown:
+        raise ArenaError(f"Unknown model(s) {', '.join(unknown)}; available: {', '.join(e.name for e in entries)}.")
+    return [e for e in entries if e.name in wanted]
+
+
+def model_card(entry: ModelEntry) -> str | None:
+    """The model card (README.md) of a model folder, without its YAML header; None when it has none."""
+    from dollar.pipeline import ModelLoadError, resolve_model
+
+    try:
+        path = os.path.join(resolve_model(entry.source), "README.md")
+    except ModelLoadError:
+        return None
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    return text.split("---", 2)[2].strip() if text.startswith("---") and text.count("---") >= 2 else text.strip()
 
 
 # --- input checks (the boundary: one sentence that says what to do) ------------------------
@@ -675,13 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export-preferences":
         return export_preferences_command(args)
     try:
-        entries = available_models(args.model)
-        if args.models:
-            wanted = [m.strip() for m in args.models.split(",") if m.strip()]
-            unknown = [m for m in wanted if m not in {e.name for e in entries}]
-            if unknown:
-                raise ArenaError(f"Unknown model(s) {', '.join(unknown)}; available: {', '.join(e.name for e in entries)}.")
-            entries = [e for e in entries if e.name in wanted]
+        entries = select_models(available_models(args.model), args.models)
         zoo = ModelZoo(entries, os.path.join(args.out, ".tmp"))
         pool = build_pool(args.out, args.rounds, zoo, seed=args.seed)
     except ValueError as err:

@@ -255,8 +255,9 @@ class PreferencePairs:
         return len(self.label)
 
 
-def load_preferences(folder: str, criterion: str = "overall") -> PreferencePairs:
-    """A dataset written by :func:`export_preferences`, one criterion's rows; one sentence when it cannot be read."""
+def load_preferences(folder: str, criterion: str = "overall", max_votes: int = 0) -> PreferencePairs:
+    """A dataset written by :func:`export_preferences`, one criterion's rows (of the first
+    ``max_votes`` votes when given: a learning curve); one sentence when it cannot be read."""
     from safetensors.torch import load_file
 
     if criterion not in CRITERIA:
@@ -274,6 +275,9 @@ def load_preferences(folder: str, criterion: str = "overall") -> PreferencePairs
         )
     with open(paths[0], encoding="utf-8") as f:
         rows = [r for r in map(json.loads, f) if r["criterion"] == criterion]
+    if max_votes:
+        first = set(sorted({r["vote_id"] for r in rows})[:max_votes])
+        rows = [r for r in rows if r["vote_id"] in first]
     if not rows:
         raise PreferenceError(f"{folder} has no rows for {criterion}; export more votes.")
     latents = load_file(paths[1])

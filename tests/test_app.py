@@ -147,6 +147,21 @@ def test_live_arena_pairs_by_the_counted_votes_in_its_store(tmp_path):
         Arena(store, zoo, prompts=[PROMPT], pairing="ucb")
 
 
+def test_the_preference_tuned_student_is_offered_with_its_card(tmp_path, monkeypatch):
+    from dollar.arena import PREFERENCE_STUDENT, model_card
+
+    monkeypatch.setattr("dollar.pipeline.ASSETS_DIR", str(tmp_path))
+    assert available_models() == []
+    folder = tmp_path / PREFERENCE_STUDENT
+    folder.mkdir()
+    (folder / "model_index.json").write_text("{}")
+    (folder / "README.md").write_text("---\ntags: [x]\n---\n# tuned\n\nLearnt from 240 simulated arena votes.\n")
+    (entry,) = available_models()
+    assert (entry.name, entry.source, entry.kind) == (PREFERENCE_STUDENT, str(folder), "student")
+    assert model_card(entry) == "# tuned\n\nLearnt from 240 simulated arena votes."
+    assert model_card(ModelEntry("x", str(tmp_path), None, "custom")) is None
+
+
 def test_sides_are_swapped_by_a_fair_coin():
     rng = random.Random(1)
     draws = [assign_sides(("x", "y"), rng) for _ in range(4000)]

@@ -37,6 +37,7 @@ class PreferenceRewardConfig(TrainerRunConfig):
     output_dir: str = "runs/prefs-lrm"
     config: str = ""  # YAML file with any of these fields; command-line flags override it
     criterion: str = "overall"  # which question's answers to learn
+    max_votes: int = 0  # only the dataset's first N votes (0: all), for a learning curve
     heldout_fraction: float = 0.2  # share of the prompts held out for the pairwise accuracy
     steps: int = 300
     batch_size: int = 64
@@ -53,6 +54,8 @@ def check_config(cfg: PreferenceRewardConfig) -> None:
         raise SystemExit("error: pass --prefs, a folder written by `python -m dollar.arena export-preferences --out <folder>`.")
     if cfg.criterion not in CRITERIA:
         raise SystemExit(f"error: --criterion must be one of {', '.join(CRITERIA)}, got {cfg.criterion!r}.")
+    if cfg.max_votes < 0:
+        raise SystemExit(f"error: --max_votes must be 0 (all) or a positive number, got {cfg.max_votes}.")
     if not 0 <= cfg.heldout_fraction < 1:
         raise SystemExit(f"error: --heldout_fraction must be in [0, 1), got {cfg.heldout_fraction}.")
     if min(cfg.steps, cfg.batch_size, cfg.hidden_channels, cfg.log_every, cfg.checkpoint_every) < 1 or cfg.hidden_channels % 8:
@@ -65,7 +68,7 @@ def main(cfg: PreferenceRewardConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        pairs = load_preferences(cfg.prefs, cfg.criterion)
+        pairs = load_preferences(cfg.prefs, cfg.criterion, cfg.max_votes)
     except PreferenceError as err:
         raise SystemExit(f"error: {err}") from None
     train_idx, held_idx = split_by_prompt(pairs.prompts, cfg.heldout_fraction, cfg.seed)
@@ -106,6 +109,7 @@ def main(cfg: PreferenceRewardConfig) -> dict:
         "heldout_pairs": int(len(held_idx)),
         "train_pairs": int(len(train_idx)),
         "heldout_prompts": len({pairs.prompts[i] for i in held_idx}),
+        "votes_used": len(pairs),
         "dataset": {k: pairs.manifest.get(k) for k in ("dataset_version", "votes", "raters", "store", "created_at")},
         "dataset_folder": os.path.abspath(cfg.prefs),
         "train_seconds": time.time() - start,

@@ -157,14 +157,13 @@ def export_preferences(store, out: str, models: Sequence, limit: int | None = No
     rows = preference_rows(votes, {m.name: m for m in models})
     entries = {m.name: m for m in models}
     latents, reproduced = {}, {}
-    for row in rows[:: len(CRITERIA)]:
+    for k, row in enumerate(rows[:: len(CRITERIA)], 1):
         for side in ("a", "b"):
             key = row[f"latent_{side}"]
             if key not in latents:
-                latents[key], rendered_hash = render_latents(entries[row[f"model_{side}"]], row["prompt"], row["seed"])
-                reproduced[key] = rendered_hash
-        if len(latents) % 50 < 2:
-            log(f"{len(latents)} videos re-rendered")
+                latents[key], reproduced[key] = render_latents(entries[row[f"model_{side}"]], row["prompt"], row["seed"])
+        if k % 100 == 0:
+            log(f"{k} votes' videos re-rendered")
     for row in rows:  # whether the re-rendered video is, bit for bit, the one the rater saw
         for side in ("a", "b"):
             row[f"reproduced_{side}"] = reproduced[row[f"latent_{side}"]] == row[f"video_hash_{side}"]

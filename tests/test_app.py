@@ -410,6 +410,23 @@ def test_the_app_listens_on_loopback_unless_on_a_space_or_told(monkeypatch):
     assert args.host == "0.0.0.0" and args.trust_proxy
 
 
+def test_the_app_pairs_actively_by_default_and_offers_a_subset_of_models(monkeypatch, capsys):
+    import app
+
+    monkeypatch.delenv("DOLLAR_PAIRING", raising=False)
+    assert app.build_parser().parse_args([]).pairing == "active"
+    assert app.build_parser().parse_args(["--pairing", "least_compared"]).pairing == "least_compared"
+    with pytest.raises(SystemExit):
+        app.build_parser().parse_args(["--pairing", "ucb"])
+    assert "invalid choice: 'ucb'" in capsys.readouterr().err
+    from dollar.arena import select_models
+
+    assert [e.name for e in select_models(FAST, "teacher DDIM-4, teacher DDIM-1")] == ["teacher DDIM-1", "teacher DDIM-4"]
+    assert select_models(FAST, None) == FAST
+    with pytest.raises(ArenaError, match="Unknown model\\(s\\) nope; available: teacher DDIM-1"):
+        select_models(FAST, "nope")
+
+
 def test_old_video_files_and_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     import app
     from dollar.arena import prune_files

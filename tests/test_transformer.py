@@ -88,3 +88,13 @@ def test_a_teacher_adapts_to_a_new_latent_space_keeping_its_blocks():
     x = torch.randn(1, 16, 2, 4, 4)
     out = new(x, torch.tensor([10]), torch.randn(1, 3, 384)).sample
     assert out.shape == x.shape
+
+
+def test_the_default_teacher_keeps_a_4x4_token_grid_whatever_the_vae_compression():
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    from train_teacher import default_patch_size
+
+    assert default_patch_size(8, 8) == (1, 2, 2)  # 8x spatial compression of 64x64 frames: the bundled teacher's patches
+    assert default_patch_size(16, 16) == (1, 4, 4)  # 4x compression
+    assert default_patch_size(4, 8) == (1, 1, 2)
+    assert default_patch_size(2, 2) == (1, 1, 1)

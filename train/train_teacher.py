@@ -110,6 +110,16 @@ def load_initial_transformer(name_or_path: str) -> DollarWanTransformer3DModel:
     return transformer.float().train()
 
 
+TOKEN_GRID = 4  # tokens per side of a latent frame: 5 latent frames x 4 x 4 = 80 tokens per clip
+
+
+def default_patch_size(height: int, width: int) -> tuple[int, int, int]:
+    """Spatial patches that give the default teacher a ``TOKEN_GRID`` x ``TOKEN_GRID`` token grid
+    whatever the VAE's compression (8x8 latents: 2x2 patches; 4x compression's 16x16: 4x4), so
+    a latent space with more spatial detail costs the transformer nothing more."""
+    return (1, max(1, height // TOKEN_GRID), max(1, width // TOKEN_GRID))
+
+
 def adapt_to_latents(transformer: DollarWanTransformer3DModel, model_kwargs: dict, log=print) -> DollarWanTransformer3DModel:
     """``transformer`` if it fits these latents and text; else the same architecture with the
     latent / text geometry of ``model_kwargs`` (a new VAE: other channels or patches), every
@@ -146,8 +156,8 @@ def main(cfg: TeacherTrainConfig) -> dict:
 
     model_kwargs = json.load(open(cfg.model_config)) if cfg.model_config else dict(TINY_TEACHER_CONFIG)
     model_kwargs.update(in_channels=latents.shape[1], out_channels=latents.shape[1], text_dim=text_states.shape[-1])
-    if not cfg.model_config:  # patches that keep the default 8x8 token grid, whatever the VAE's compression
-        model_kwargs["patch_size"] = (1, max(1, latents.shape[-2] // 8), max(1, latents.shape[-1] // 8))
+    if not cfg.model_config:
+        model_kwargs["patch_size"] = default_patch_size(latents.shape[-2], latents.shape[-1])
     if cfg.init_from:
         transformer = load_initial_transformer(cfg.init_from)
         accelerator.print(f"starting from the transformer of {cfg.init_from}")

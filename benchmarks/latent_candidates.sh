@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The shapes issue's latent-space choice, cheaply first: train each candidate VAE for the same
 # compute (8x spatial with 48 channels costs ~0.75 s per step of batch 8 on 2 CPU cores, 4x with
-# 12 channels ~2.5 s, so 500 and 150 steps), then compare them with the bundled VAE by
+# 12 channels ~2.5 s, so 500 and 150 steps; 8x with a three-level decoder ~1 s, 500 steps), then compare them with the bundled VAE by
 # benchmarks/latent_shape.py (PSNR; the attribute probe's shape and two-object composition on
 # reconstructions; a classifier trained on latents). Resumable: rerun after a stop.
 #   bash benchmarks/latent_candidates.sh [runs_dir]
@@ -15,5 +15,8 @@ train() {  # name, JSON architecture, steps, warmup
 }
 [ -f "$RUNS/c48-8x/config.json" ] || train c48-8x '{"latent_channels": 48}' 500 100
 [ -f "$RUNS/c12-4x/config.json" ] || train c12-4x '{"patch_size": 2}' 150 30
-python benchmarks/latent_shape.py --vae teacher "$RUNS/c48-8x" "$RUNS/c12-4x" --clips 1500 --steps 600 \
+# 8x with 48 channels and a decoder that ends at 32x32 (2x2 pixel patches, three levels) instead of 16x16 (4x4 patches):
+# the 4x4 pixel shuffle makes the last 4x4x4 block of pixels a linear function of 96 features, which rounds corners.
+[ -f "$RUNS/c48-8x-deep/config.json" ] || train c48-8x-deep '{"latent_channels": 48, "patch_size": 2, "block_out_channels": [32, 96, 128]}' 500 100
+python benchmarks/latent_shape.py --vae teacher "$RUNS/c48-8x" "$RUNS/c12-4x" "$RUNS/c48-8x-deep" --clips 1500 --steps 600 \
     --out benchmarks/results/latent_candidates.json

@@ -185,3 +185,27 @@ def test_vae_reconstruction_loss_matches_its_definition_and_its_edge_term_sees_c
     base = reconstruction_loss(cut, square).item()
     assert reconstruction_loss(cut, square, edge_weight=0.5).item() == pytest.approx(base + 0.5 * edge.item(), rel=1e-6)
     assert edge.item() > 0
+
+
+@pytest.mark.parametrize(
+    "levels, patch, spatial",
+    [((16, 16), 4, 8), ((8, 16, 16), 2, 8), ((8, 8, 16, 16), 1, 8), ((8, 16, 16), 1, 4)],
+)
+def test_the_vae_takes_any_number_of_levels_and_stays_causal(levels, patch, spatial):
+    torch.manual_seed(0)
+    vae = CausalVideoAutoencoder(latent_channels=4, patch_size=patch, block_out_channels=levels, layers_per_block=1).eval()
+    assert vae.spatial_compression_ratio == spatial
+    x = torch.randn(1, 3, 17, 32, 32)
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        assert z.shape == (1, 4, 5, 32 // spatial, 32 // spatial)
+        out = vae.decode(z).sample
+        assert out.shape == x.shape
+        y = x.clone()
+        y[:, :, 9:] = torch.randn_like(y[:, :, 9:])  # frames 9.. feed latent frames 3 and 4 only
+        assert torch.equal(vae.encode(y).latent_dist.mode()[:, :, :3], z[:, :, :3])
+        z2 = z.clone()
+        z2[:, :, 3:] += 1
+        assert torch.equal(vae.decode(z2).sample[:, :, :9], out[:, :, :9])  # the decoder looks back only
+    with pytest.raises(ValueError, match="at least two levels"):
+        CausalVideoAutoencoder(block_out_channels=(16,))

@@ -72,9 +72,9 @@ def _shuffle(x: torch.Tensor, c: int, pt: int, ps: int) -> torch.Tensor:
 
 
 class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
-    """Pixel-unshuffle (time x ``patch_size_t``, space x ``patch_size``), 3D res blocks, one
-    stride-2 spatial stage: total compression ``patch_size_t`` in time and ``2 * patch_size``
-    in space."""
+    """Pixel-unshuffle (time x ``patch_size_t``, space x ``patch_size``), 3D res blocks per level
+    of ``block_out_channels`` and a stride-2 spatial stage between levels: total compression
+    ``patch_size_t`` in time and ``patch_size * 2 ** (levels - 1)`` in space (the default: 4 x 2 = 8)."""
 
     _supports_gradient_checkpointing = False
 
@@ -85,38 +85,47 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
         latent_channels: int = 12,
         patch_size: int = 4,
         patch_size_t: int = 4,
-        block_out_channels: tuple[int, int] = (96, 128),
+        block_out_channels: tuple[int, ...] = (96, 128),
         layers_per_block: int = 2,
         norm_num_groups: int = 8,
     ):
         super().__init__()
-        c0, c1 = block_out_channels
+        if len(block_out_channels) < 2:
+            raise ValueError(f"block_out_channels needs at least two levels, got {tuple(block_out_channels)}")
+        levels = list(block_out_channels)
         unshuffled = in_channels * patch_size_t * patch_size * patch_size
+        stages: list[nn.Module] = [nn.Conv3d(unshuffled, levels[0], 1)]
+        for i, c in enumerate(levels):
+            if i:  # one stride-2 spatial stage between consecutive levels
+                stages.append(nn.Conv3d(levels[i - 1], c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
+            stages += [_ResBlock3d(c, norm_num_groups) for _ in range(layers_per_block)]
         self.encoder = nn.Sequential(
-            nn.Conv3d(unshuffled, c0, 1),
-            *[_ResBlock3d(c0, norm_num_groups) for _ in range(layers_per_block)],
-            nn.Conv3d(c0, c1, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-            *[_ResBlock3d(c1, norm_num_groups) for _ in range(layers_per_block)],
-            _FrameGroupNorm(norm_num_groups, c1),
-            nn.SiLU(),
-            _CausalConv3d(c1, 2 * latent_channels),
+            *stages, _FrameGroupNorm(norm_num_groups, levels[-1]), nn.SiLU(), _CausalConv3d(levels[-1], 2 * latent_channels)
         )
-        self.decoder_in = _CausalConv3d(latent_channels, c1)
-        self.decoder_low = nn.Sequential(*[_ResBlock3d(c1, norm_num_groups) for _ in range(layers_per_block)])
-        self.decoder_up = nn.Conv3d(c1, c0, (1, 3, 3), padding=(0, 1, 1))
+        self.decoder_in = _CausalConv3d(latent_channels, levels[-1])
+        self.decoder_low = nn.Sequential(*[_ResBlock3d(levels[-1], norm_num_groups) for _ in range(layers_per_block)])
+        # Levels between the lowest and the highest (none with two levels): upsample, convolve, res blocks.
+        self.decoder_mid = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv3d(levels[i + 1], levels[i], (1, 3, 3), padding=(0, 1, 1)),
+                *[_ResBlock3d(levels[i], norm_num_groups) for _ in range(layers_per_block)],
+            )
+            for i in range(len(levels) - 2, 0, -1)
+        )
+        self.decoder_up = nn.Conv3d(levels[1], levels[0], (1, 3, 3), padding=(0, 1, 1))
         self.decoder_high = nn.Sequential(
-            *[_ResBlock3d(c0, norm_num_groups) for _ in range(layers_per_block)],
-            _FrameGroupNorm(norm_num_groups, c0),
+            *[_ResBlock3d(levels[0], norm_num_groups) for _ in range(layers_per_block)],
+            _FrameGroupNorm(norm_num_groups, levels[0]),
             nn.SiLU(),
-            nn.Conv3d(c0, unshuffled, 1),
+            nn.Conv3d(levels[0], unshuffled, 1),
         )
         self.register_buffer("latents_mean", torch.zeros(latent_channels), persistent=True)
         self.register_buffer("latents_std", torch.ones(latent_channels), persistent=True)
-        self.spatial_compression_ratio = 2 * patch_size
+        self.spatial_compression_ratio = patch_size * 2 ** (len(levels) - 1)
         self.temporal_compression_ratio = patch_size_t
 
     def encode(self, x: torch.Tensor, return_dict: bool = True):
-        """Video ``[B, 3, 4k+1, H, W]`` in [-1, 1] -> posterior over ``[B, C, k+1, H/8, W/8]``."""
+        """Video ``[B, 3, 4k+1, H, W]`` in [-1, 1] -> posterior over ``[B, C, k+1, H/s, W/s]`` (s: spatial compression)."""
         pt = self.config.patch_size_t
         if x.shape[2] % pt != 1 % pt:
             raise ValueError(f"the video needs {pt}k+1 frames, got {x.shape[2]}")
@@ -127,8 +136,10 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
     def decode(self, z: torch.Tensor, return_dict: bool = True):
-        """Latents ``[B, C, k+1, h, w]`` -> video ``[B, 3, 4k+1, 8h, 8w]``."""
+        """Latents ``[B, C, k+1, h, w]`` -> video ``[B, 3, 4k+1, s*h, s*w]``."""
         h = self.decoder_low(self.decoder_in(z))
+        for stage in self.decoder_mid:
+            h = stage(F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest"))
         h = F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest")
         h = self.decoder_high(self.decoder_up(h))
         pt = self.config.patch_size_t

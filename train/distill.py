@@ -192,8 +192,8 @@ def main(cfg: DistillConfig) -> dict:
         nets.ema.load_state_dict(start_weights)
         accelerator.print(f"student initialised from {cfg.init_student}")
     reward_model = latent_reward_model(cfg, data)
-    rewards = build_rewards(cfg, latents.shape[1], device)
-    reward_fn = rewards.pixel  # the black boxes' weighted sum, on decoded pixels; None with preference rewards alone
+    reward_terms = build_rewards(cfg, latents.shape[1], device)
+    reward_fn = reward_terms.pixel  # the black boxes' weighted sum, on decoded pixels; None with preference rewards alone
     adamw = optimizer_class(cfg)
     opt_g = adamw(nets.student.parameters(), lr=cfg.generator_lr, weight_decay=0.0)
     opt_f = adamw(nets.fake.parameters(), lr=cfg.fake_lr, weight_decay=0.0)
@@ -301,7 +301,7 @@ def main(cfg: DistillConfig) -> dict:
                 optimizer_step(accelerator, opt_r, loss_fit, reward_model, clip=0)
                 record.update(loss_lrm_fit=loss_fit.item(), reward_real=pixel[cfg.batch_size :].mean().item())
             x_gen = student_den(x_in, t_step, text)[0]
-            frozen = rewards.frozen_scores(x_gen)  # pretrained latent rewards (preference:), never fitted here
+            frozen = reward_terms.frozen_scores(x_gen)  # pretrained latent rewards (preference:), never fitted here
             loss_ft = -frozen.mean()
             if reward_fn is not None:
                 loss_ft = loss_ft + reward_finetune_loss(reward_model, x_gen, text if cfg.lrm_text_conditioned else None)
@@ -309,7 +309,7 @@ def main(cfg: DistillConfig) -> dict:
             opt_r.zero_grad(set_to_none=True)  # the reward model is not trained by L_FT
             generated = pixel[: cfg.batch_size] if reward_fn is not None else frozen.detach()
             record.update(reward_generated=generated.mean().item(), loss_ft=loss_ft.item())
-            if rewards.frozen:
+            if reward_terms.frozen:
                 record["reward_preference"] = frozen.mean().item()
         if cfg.lrm and cfg.reward_weight > 0:
             last_train_reward = accelerator.reduce(generated.mean(), "mean").item()

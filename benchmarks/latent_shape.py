@@ -33,6 +33,7 @@ from dollar.data import video_to_tensor  # noqa: E402
 from dollar.evaluate import vae_quality  # noqa: E402
 from dollar.models import CausalVideoAutoencoder  # noqa: E402
 from dollar.pipeline import resolve_model  # noqa: E402
+from dollar.reports import write_results  # noqa: E402
 
 
 def build_data(n: int, vae, batch: int = 16) -> dict[str, torch.Tensor]:
@@ -115,7 +116,12 @@ def measure(name: str, clips: int, steps: int, with_real: bool) -> dict:
     data = build_data(clips, vae)
     y = data["labels"]
     classes = len(world.SHAPES)
-    result = {"vae": name, "config": dict(vae.config), "parameters": sum(p.numel() for p in vae.parameters()), "training": training_record(name)}
+    result = {
+        "vae": name,
+        "config": dict(vae.config),
+        "parameters": sum(p.numel() for p in vae.parameters()),
+        "training": training_record(name),
+    }
     result["test_accuracy"] = {}
     for key in ("real", "latent", "reconstruction") if with_real else ("latent", "reconstruction"):
         result["test_accuracy"][key] = fit_and_test(data[key], y, classes, steps, seed=0)
@@ -158,11 +164,8 @@ def main() -> int:
     args = p.parse_args()
     results = [measure(name, args.clips, args.steps, with_real=i == 0) for i, name in enumerate(args.vae)]
     out = results[0] if len(results) == 1 else {"candidates": results}
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=2)
     table = to_markdown(results)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(table)
+    write_results(args.out, out, table)
     print(table)
     return 0
 

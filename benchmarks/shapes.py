@@ -18,7 +18,6 @@ Every figure is a proportion of videos (or objects) with its 95% Wilson interval
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -33,6 +32,7 @@ from dollar.evaluate import DEFAULT_PROBE, render_seeds, score_videos, summarize
 from dollar.metrics import wilson_interval  # noqa: E402
 from dollar.model_specs import load_pipeline, parse_model_spec, quiet_command  # noqa: E402
 from dollar.models.probe import AttributeProbe  # noqa: E402
+from dollar.reports import write_results  # noqa: E402
 
 GOALS = {  # the goal column
     "vae_probe_shape": 0.97,
@@ -192,10 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     result["shape_gap_points"] = {k: 100 * (teacher_shape - v["shape"]["p"]) for k, v in result["models"].items() if k != "teacher"}
     result["goals"] = GOALS
     table = to_markdown(result)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(table)
+    write_results(args.out, result, table)
     print(table)
     return 0
 

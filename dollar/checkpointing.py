@@ -89,6 +89,14 @@ def checkpoint_when_due(accelerator, cfg: TrainerRunConfig, root: str, step: int
     return out_of_time
 
 
+def end_step(accelerator, cfg: TrainerRunConfig, log, record: dict, root: str, step: int, last_step: int, start: float) -> bool:
+    """The end of a training step: ``record`` appended to the JSONL ``log`` (flushed), then
+    :func:`checkpoint_when_due`. True when the time limit was reached (the caller stops)."""
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    return checkpoint_when_due(accelerator, cfg, root, step, last_step, start)
+
+
 def checkpoint_problem(folder: str) -> str | None:
     """Why ``folder`` is not a complete checkpoint (None when it is): a missing or unreadable
     manifest, a missing file, or a file of another size than when it was written."""

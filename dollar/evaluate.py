@@ -26,7 +26,6 @@ evaluation seed: the benchmarks render through it too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from dollar import metrics, world
 from dollar.arg_types import nonnegative_int, positive_int
 from dollar.checker import check_video, checker_accuracy, object_mask
 from dollar.model_specs import ModelSpec, load_pipeline, parse_model_spec, quiet_command
-from dollar.reports import accuracy_cells, figure_cell, markdown_row
+from dollar.reports import accuracy_cells, figure_cell, markdown_row, write_results
 from dollar.rewards import motion_reward, sharpness_reward
 from dollar.world import PromptSpec
 
@@ -486,10 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     result["config"]["probe"] = None if args.probe == "none" else args.probe
     table = to_markdown(result)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=2)
-        with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-            f.write(table)
+        write_results(args.out, result, table)
     print(table)
     print(f"{sum(m['videos'] for m in result['models'].values())} videos evaluated in {result['wall_s']:.0f} s", file=sys.stderr)
     return 0

@@ -51,6 +51,17 @@ def percent_ci(row: dict, key: str, prose: bool = False) -> str:
     return f"{100 * row[key]:.1f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def write_results(path: str, result: dict, table: str | None = None) -> None:
+    """``result`` as JSON at ``path`` (its folder created) and ``table``, when given, as Markdown
+    beside it (the same name ending in .md): how every benchmark writes what it measured."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    if table is not None:
+        with open(os.path.splitext(path)[0] + ".md", "w") as f:
+            f.write(table)
+
+
 def write_readme_section(name: str, body: str) -> None:
     """Replace the README's section ``name`` (between its markers) with ``body``."""
     path = os.path.join(ROOT, "README.md")

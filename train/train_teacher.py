@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
+from dollar.checkpointing import end_step, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, encode_dataset  # noqa: E402
 from dollar.distill_setup import optimizer_step  # noqa: E402
@@ -204,9 +204,8 @@ def main(cfg: TeacherTrainConfig) -> dict:
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        log.write(json.dumps({"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}) + "\n")
-        log.flush()
-        if checkpoint_when_due(accelerator, cfg, ckpt_root, step, cfg.max_steps, start):
+        record = {"step": step, "loss": loss.item(), "lr": schedule.get_last_lr()[0]}
+        if end_step(accelerator, cfg, log, record, ckpt_root, step, cfg.max_steps, start):
             save_pipeline(cfg, accelerator, transformer, ema, vae, step)
             return {"step": step, "losses": losses}
     bar.close()

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar import world  # noqa: E402
-from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
+from dollar.checkpointing import end_step, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import VideoFolderDataset, WorldVideoDataset, tensor_to_video  # noqa: E402
 from dollar.distill_setup import optimizer_step  # noqa: E402
@@ -331,9 +331,7 @@ def main(cfg: TinyDecoderTrainConfig) -> dict:
             record["eval_psnr_vs_full"], record["eval_psnr_sampled_vs_full"] = last_eval["clips"], last_eval["sampled"]
             sampled = f", {last_eval['sampled']:.2f} dB on {cfg.generated_from[0]}'s samples" if last_eval["sampled"] is not None else ""
             accelerator.print(f"step {step}: held-out PSNR against the full decoder {last_eval['clips']:.2f} dB on clips{sampled}")
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if checkpoint_when_due(accelerator, cfg, ckpt_root, step, cfg.max_steps, start):
+        if end_step(accelerator, cfg, log, record, ckpt_root, step, cfg.max_steps, start):
             break  # out of time: the decoder so far is still written below
     bar.close()
     tiny = accelerator.unwrap_model(tiny).eval()

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from dollar.checkpointing import checkpoint_when_due, resume_or_exit, start_log, warmup_cosine  # noqa: E402
+from dollar.checkpointing import end_step, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
 from dollar.data import WorldVideoDataset  # noqa: E402
 from dollar.distill_setup import optimizer_step  # noqa: E402
@@ -136,16 +136,14 @@ def main(cfg: VAETrainConfig) -> None:
         if step % cfg.eval_every == 0 or step == cfg.max_steps:
             record["eval_psnr"] = evaluate(accelerator.unwrap_model(vae), cfg.eval_videos)
             accelerator.print(f"step {step}: held-out PSNR {record['eval_psnr']:.2f} dB")
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        if checkpoint_when_due(accelerator, cfg, ckpt_root, step, cfg.max_steps, start):
-            return
+        if end_step(accelerator, cfg, log, record, ckpt_root, step, cfg.max_steps, start):
+            break  # out of time: the weights so far are saved too, so the folder is a usable VAE
     bar.close()
     vae = accelerator.unwrap_model(vae)
     if not cfg.decoder_only:
         set_latent_statistics(vae, n=256)
     vae.save_pretrained(cfg.output_dir)
-    accelerator.print(f"saved {cfg.output_dir}")
+    accelerator.print(f"saved {cfg.output_dir} (step {step} of {cfg.max_steps})")
 
 
 def set_latent_statistics(vae, n: int) -> None:

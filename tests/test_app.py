@@ -177,7 +177,8 @@ def test_sides_are_swapped_by_a_fair_coin():
 def test_models_are_listed_from_assets_and_extra_names_are_checked():
     names = [m.name for m in available_models()]
     assert names[:4] == ["teacher", "teacher DDIM-1", "teacher DDIM-2", "teacher DDIM-4"]
-    students = [s for s in ("student-1", "student-2", "student-4") if os.path.exists(os.path.join(ROOT, "assets", s, "model_index.json"))]
+    bundled = ("student-1", "student-2", "student-4", "student-preference")
+    students = [s for s in bundled if os.path.exists(os.path.join(ROOT, "assets", s, "model_index.json"))]
     assert names[4:] == students
     folder = os.path.join(ROOT, "assets", "teacher")
     assert [m.name for m in available_models([folder])][-1] == folder

@@ -209,3 +209,23 @@ def test_the_vae_takes_any_number_of_levels_and_stays_causal(levels, patch, spat
         assert torch.equal(vae.decode(z2).sample[:, :, :9], out[:, :, :9])  # the decoder looks back only
     with pytest.raises(ValueError, match="at least two levels"):
         CausalVideoAutoencoder(block_out_channels=(16,))
+
+
+def test_the_vae_trainer_saves_a_usable_vae_when_it_stops_at_the_time_limit(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import train_vae
+
+    torch.manual_seed(0)
+    CausalVideoAutoencoder(**TEST_VAE_CONFIG).save_pretrained(tmp_path / "vae")
+    common = dict(output_dir=str(tmp_path / "out"), init_from=str(tmp_path / "vae"), decoder_only=True, batch_size=1, eval_videos=1)
+    train_vae.main(train_vae.VAETrainConfig(**common, max_steps=50, checkpoint_every=100, time_limit_minutes=1e-6))
+    saved = CausalVideoAutoencoder.from_pretrained(tmp_path / "out")  # loadable after one step
+    rows = [json.loads(line) for line in open(tmp_path / "out" / "train_log.jsonl")]
+    assert [r["step"] for r in rows] == [1]
+    assert os.path.isdir(tmp_path / "out" / "checkpoints" / "step-0000001")
+    # and the run goes on from its checkpoint
+    train_vae.main(train_vae.VAETrainConfig(**common, max_steps=2, checkpoint_every=100, resume="latest"))
+    assert [json.loads(line)["step"] for line in open(tmp_path / "out" / "train_log.jsonl")] == [1, 2]
+    assert not all(
+        torch.equal(p, q) for p, q in zip(saved.parameters(), CausalVideoAutoencoder.from_pretrained(tmp_path / "out").parameters())
+    )

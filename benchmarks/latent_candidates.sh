@@ -20,3 +20,18 @@ train() {  # name, JSON architecture, steps, warmup
 [ -f "$RUNS/c48-8x-deep/config.json" ] || train c48-8x-deep '{"latent_channels": 48, "patch_size": 2, "block_out_channels": [32, 96, 128]}' 500 100
 python benchmarks/latent_shape.py --vae teacher "$RUNS/c48-8x" "$RUNS/c12-4x" "$RUNS/c48-8x-deep" --clips 1500 --steps 600 \
     --out benchmarks/results/latent_candidates.json
+
+# Round two (session 11): whole clips cost ~3.7 s per step of batch 8 on these 2 cores, so train on
+# 32x32 windows of 9 frames around the objects (batch 16, ~7x cheaper per clip) with the edge loss,
+# and compare the three-level decoder with and without its top level at the full frame rate
+# (without it, the last layer writes 4 frames from one feature vector and smears moving objects).
+crops() {  # name, JSON architecture, steps
+    python train/train_vae.py --output_dir "$RUNS/$1" --vae_config "$2" --max_steps "$3" --warmup_steps 50 --batch_size 16 \
+        --learning_rate 1.5e-3 --foreground_weight 4 --edge_weight 0.5 --crop_size 32 --crop_frames 9 \
+        --eval_every "$3" --checkpoint_every 100 --resume latest
+}
+DEEP='"latent_channels": 48, "patch_size": 2, "block_out_channels": [32, 96, 128]'
+[ -f "$RUNS/crops-deep/config.json" ] || crops crops-deep "{$DEEP}" 300
+[ -f "$RUNS/crops-deep-fr/config.json" ] || crops crops-deep-fr "{$DEEP, \"full_rate_top\": true}" 300
+python benchmarks/latent_shape.py --vae "$RUNS/crops-deep" "$RUNS/crops-deep-fr" --clips 400 --steps 200 \
+    --out benchmarks/results/latent_candidates_crops.json

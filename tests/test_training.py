@@ -188,12 +188,21 @@ def test_vae_reconstruction_loss_matches_its_definition_and_its_edge_term_sees_c
 
 
 @pytest.mark.parametrize(
-    "levels, patch, spatial",
-    [((16, 16), 4, 8), ((8, 16, 16), 2, 8), ((8, 8, 16, 16), 1, 8), ((8, 16, 16), 1, 4)],
+    "levels, patch, spatial, full_rate_top",
+    [
+        ((16, 16), 4, 8, False),
+        ((8, 16, 16), 2, 8, False),
+        ((8, 8, 16, 16), 1, 8, False),
+        ((8, 16, 16), 1, 4, False),
+        ((16, 16), 4, 8, True),
+        ((8, 16, 16), 2, 8, True),
+    ],
 )
-def test_the_vae_takes_any_number_of_levels_and_stays_causal(levels, patch, spatial):
+def test_the_vae_takes_any_number_of_levels_and_stays_causal(levels, patch, spatial, full_rate_top):
     torch.manual_seed(0)
-    vae = CausalVideoAutoencoder(latent_channels=4, patch_size=patch, block_out_channels=levels, layers_per_block=1).eval()
+    vae = CausalVideoAutoencoder(
+        latent_channels=4, patch_size=patch, block_out_channels=levels, layers_per_block=1, full_rate_top=full_rate_top
+    ).eval()
     assert vae.spatial_compression_ratio == spatial
     x = torch.randn(1, 3, 17, 32, 32)
     with torch.no_grad():
@@ -229,3 +238,43 @@ def test_the_vae_trainer_saves_a_usable_vae_when_it_stops_at_the_time_limit(tmp_
     assert not all(
         torch.equal(p, q) for p, q in zip(saved.parameters(), CausalVideoAutoencoder.from_pretrained(tmp_path / "out").parameters())
     )
+
+
+def test_object_crops_are_windows_of_the_clips_that_hold_their_objects():
+    from dollar.data import foreground_mask, object_crops
+
+    video = torch.stack([WorldVideoDataset(1, seed=s)[0]["video"] for s in range(6)])
+    g = torch.Generator().manual_seed(0)
+    crops = object_crops(video, 32, 9, g)
+    assert crops.shape == (6, 3, 9, 32, 32)
+    for clip, crop in zip(video, crops):  # an exact window of its own clip
+        _, t, h, w = clip.shape
+        assert any(
+            torch.equal(clip[:, t0 : t0 + 9, y : y + 32, x : x + 32], crop)
+            for t0 in range(t - 8)
+            for y in range(h - 31)
+            for x in range(w - 31)
+            if torch.equal(clip[:, t0, y, x : x + 32], crop[:, 0, 0])
+        )
+    assert foreground_mask(crops)[:, :, 0].flatten(1).sum(1).gt(0).all()  # each first frame shows part of an object
+    with pytest.raises(ValueError, match="does not fit"):
+        object_crops(video, 72, 9, g)
+    with pytest.raises(ValueError, match="does not fit"):
+        object_crops(video, 32, 18, g)
+
+
+def test_a_vae_grows_into_a_changed_architecture_keeping_the_weights_that_fit(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "train"))
+    import train_vae
+
+    torch.manual_seed(0)
+    old = CausalVideoAutoencoder(latent_channels=4, patch_size=2, block_out_channels=(8, 16, 16), layers_per_block=1)
+    old.save_pretrained(tmp_path / "old")
+    new = train_vae.grown_vae(str(tmp_path / "old"), '{"full_rate_top": true}')
+    assert new.config.full_rate_top and tuple(new.config.block_out_channels) == (8, 16, 16)
+    same = dict(old.state_dict())
+    for name, tensor in new.state_dict().items():
+        if name in same and same[name].shape == tensor.shape:
+            assert torch.equal(tensor, same[name]), name
+    assert new.decoder_up.weight.shape[0] == 4 * old.decoder_up.weight.shape[0]  # the time unfold needs 4x the channels
+    assert "tensors kept" in capsys.readouterr().out

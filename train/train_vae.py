@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dollar.checkpointing import end_step, resume_or_exit, start_log, warmup_cosine  # noqa: E402
 from dollar.config import TrainerRunConfig, parse_config  # noqa: E402
-from dollar.data import WorldVideoDataset  # noqa: E402
+from dollar.data import WorldVideoDataset, foreground_mask, object_crops  # noqa: E402
 from dollar.distill_setup import optimizer_step  # noqa: E402
 from dollar.metrics import psnr  # noqa: E402
 from dollar.models import TINY_VAE_CONFIG, CausalVideoAutoencoder  # noqa: E402
@@ -47,30 +47,39 @@ class VAETrainConfig(TrainerRunConfig):
     init_from: str = ""  # start from a saved VAE folder
     decoder_only: bool = False  # with init_from: train the decoder alone, keeping the latent space
     vae_config: str = ""  # JSON (inline or a file) of CausalVideoAutoencoder kwargs over the default, e.g. '{"patch_size": 2}'
+    # Train on windows of the clips (0: whole clips): a multiple of the spatial compression, and 4k+1 frames.
+    # Each step then costs a fraction of a whole-clip step and sees the objects, not the background.
+    crop_size: int = 0
+    crop_frames: int = 0
 
 
-def vae_kwargs(spec: str) -> dict:
-    """The default architecture (``TINY_VAE_CONFIG``) with the keys of ``spec`` (JSON text or a JSON file) over it."""
-    kwargs = dict(TINY_VAE_CONFIG)
+def vae_kwargs(spec: str, base: dict | None = None) -> dict:
+    """The architecture ``base`` (default ``TINY_VAE_CONFIG``) with the keys of ``spec`` (JSON text or a JSON file) over it."""
+    kwargs = dict(TINY_VAE_CONFIG if base is None else base)
     if spec:
         try:
             text = open(spec).read() if os.path.isfile(spec) else spec
             extra = json.loads(text)
         except (OSError, json.JSONDecodeError) as err:
             raise SystemExit(f"error: --vae_config must be JSON text or a JSON file of CausalVideoAutoencoder arguments ({err}).") from None
-        unknown = sorted(set(extra) - set(kwargs) - {"in_channels", "norm_num_groups"})
+        unknown = sorted(set(extra) - set(kwargs) - {"in_channels", "norm_num_groups", "full_rate_top"})
         if unknown:
             raise SystemExit(f"error: --vae_config has unknown keys {unknown}; use {sorted(kwargs)}.")
         kwargs.update(extra)
     return kwargs
 
 
-def foreground_mask(video: torch.Tensor, threshold: float = 0.15) -> torch.Tensor:
-    """1 where a pixel differs from its row's background (median over time and columns)."""
-    b, c, t, h, w = video.shape
-    rows = video.permute(0, 1, 3, 2, 4).reshape(b, c, h, t * w).median(-1).values  # [B, 3, H]
-    dist = (video - rows[:, :, None, :, None]).abs().amax(1, keepdim=True)
-    return (dist > threshold).float()
+def grown_vae(init_from: str, spec: str) -> CausalVideoAutoencoder:
+    """A VAE of ``init_from``'s architecture with ``spec``'s changes over it, starting from every
+    weight of ``init_from`` whose name and shape still fit (the rest freshly initialised)."""
+    old = CausalVideoAutoencoder.from_pretrained(init_from)
+    keys = set(TINY_VAE_CONFIG) | {"in_channels", "norm_num_groups", "full_rate_top"}
+    vae = CausalVideoAutoencoder(**vae_kwargs(spec, {k: v for k, v in old.config.items() if k in keys}))
+    mine = vae.state_dict()
+    kept = {k: v for k, v in old.state_dict().items() if k in mine and mine[k].shape == v.shape}
+    vae.load_state_dict(kept, strict=False)
+    print(f"{init_from}: {len(kept)} of {len(mine)} tensors kept for the changed architecture")
+    return vae
 
 
 def evaluate(vae, n: int) -> float:
@@ -91,7 +100,9 @@ def main(cfg: VAETrainConfig) -> None:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     set_seed(cfg.seed)
     ckpt_root = os.path.join(cfg.output_dir, "checkpoints")
-    if cfg.init_from:
+    if cfg.init_from and cfg.vae_config:
+        vae = grown_vae(cfg.init_from, cfg.vae_config)
+    elif cfg.init_from:
         vae = CausalVideoAutoencoder.from_pretrained(cfg.init_from)
     else:
         vae = CausalVideoAutoencoder(**vae_kwargs(cfg.vae_config))
@@ -109,8 +120,11 @@ def main(cfg: VAETrainConfig) -> None:
     saved = resume_or_exit(accelerator, cfg.resume, ckpt_root)
     step = saved["step"] if saved else 0
     log, start, bar = start_log(accelerator, cfg.output_dir, step, cfg.max_steps)
+    crop_rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # a resumed run draws new windows
     while step < cfg.max_steps:
         batch = torch.stack([dataset[step * cfg.batch_size + i]["video"] for i in range(cfg.batch_size)])
+        if cfg.crop_size or cfg.crop_frames:
+            batch = object_crops(batch, cfg.crop_size or batch.shape[-1], cfg.crop_frames or batch.shape[2], crop_rng)
         batch = batch.to(accelerator.device)
         # Deterministic latents (the posterior mean) with a small pull towards the prior: sampling
         # the untrained posterior buries the signal in unit noise and stalls training.

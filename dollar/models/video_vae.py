@@ -71,10 +71,28 @@ def _shuffle(x: torch.Tensor, c: int, pt: int, ps: int) -> torch.Tensor:
     return x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, c, t * pt, h * ps, w * ps)
 
 
+class _FoldTime(nn.Module):
+    """[B, C, T, H, W] -> [B, C*pt, T/pt, H, W]: consecutive frames into channels (causal: latent
+    frame i holds padded frames pt*i .. pt*i + pt - 1, which end at video frame pt*i)."""
+
+    def __init__(self, pt: int):
+        super().__init__()
+        self.pt = pt
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _unshuffle(x, self.pt, 1)
+
+
 class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
     """Pixel-unshuffle (time x ``patch_size_t``, space x ``patch_size``), 3D res blocks per level
     of ``block_out_channels`` and a stride-2 spatial stage between levels: total compression
-    ``patch_size_t`` in time and ``patch_size * 2 ** (levels - 1)`` in space (the default: 4 x 2 = 8)."""
+    ``patch_size_t`` in time and ``patch_size * 2 ** (levels - 1)`` in space (the default: 4 x 2 = 8).
+
+    ``full_rate_top``: the highest-resolution level runs at the video's frame rate in the encoder
+    and the decoder; time is folded into channels after it (encoder) and unfolded before it
+    (decoder), as stock video VAEs upsample time inside the decoder. Without it every level runs
+    at the latent frame rate and the last layer writes four frames at once from one feature vector,
+    which smears a moving object over its four positions."""
 
     _supports_gradient_checkpointing = False
 
@@ -88,16 +106,22 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (96, 128),
         layers_per_block: int = 2,
         norm_num_groups: int = 8,
+        full_rate_top: bool = False,
     ):
         super().__init__()
         if len(block_out_channels) < 2:
             raise ValueError(f"block_out_channels needs at least two levels, got {tuple(block_out_channels)}")
         levels = list(block_out_channels)
-        unshuffled = in_channels * patch_size_t * patch_size * patch_size
+        # Frames folded into channels by the pixel (un)shuffle, and by the fold after the top level.
+        shuffled_t, folded_t = (1, patch_size_t) if full_rate_top else (patch_size_t, 1)
+        unshuffled = in_channels * shuffled_t * patch_size * patch_size
         stages: list[nn.Module] = [nn.Conv3d(unshuffled, levels[0], 1)]
         for i, c in enumerate(levels):
+            if i == 1 and full_rate_top:
+                stages.append(_FoldTime(patch_size_t))
             if i:  # one stride-2 spatial stage between consecutive levels
-                stages.append(nn.Conv3d(levels[i - 1], c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
+                cin = levels[i - 1] * (folded_t if i == 1 else 1)
+                stages.append(nn.Conv3d(cin, c, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)))
             stages += [_ResBlock3d(c, norm_num_groups) for _ in range(layers_per_block)]
         self.encoder = nn.Sequential(
             *stages, _FrameGroupNorm(norm_num_groups, levels[-1]), nn.SiLU(), _CausalConv3d(levels[-1], 2 * latent_channels)
@@ -112,7 +136,7 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
             )
             for i in range(len(levels) - 2, 0, -1)
         )
-        self.decoder_up = nn.Conv3d(levels[1], levels[0], (1, 3, 3), padding=(0, 1, 1))
+        self.decoder_up = nn.Conv3d(levels[1], levels[0] * folded_t, (1, 3, 3), padding=(0, 1, 1))
         self.decoder_high = nn.Sequential(
             *[_ResBlock3d(levels[0], norm_num_groups) for _ in range(layers_per_block)],
             _FrameGroupNorm(norm_num_groups, levels[0]),
@@ -131,7 +155,7 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"the video needs {pt}k+1 frames, got {x.shape[2]}")
         pad = pt - 1
         x = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1, -1), x], dim=2)
-        h = self.encoder(_unshuffle(x, pt, self.config.patch_size))
+        h = self.encoder(_unshuffle(x, 1 if self.config.full_rate_top else pt, self.config.patch_size))
         posterior = DiagonalGaussianDistribution(h)
         return AutoencoderKLOutput(latent_dist=posterior) if return_dict else (posterior,)
 
@@ -141,9 +165,16 @@ class CausalVideoAutoencoder(ModelMixin, ConfigMixin):
         for stage in self.decoder_mid:
             h = stage(F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest"))
         h = F.interpolate(h, scale_factor=(1, 2, 2), mode="nearest")
-        h = self.decoder_high(self.decoder_up(h))
+        h = self.decoder_up(h)
         pt = self.config.patch_size_t
-        video = _shuffle(h, self.config.in_channels, pt, self.config.patch_size)[:, :, pt - 1 :]
+        if self.config.full_rate_top:  # unfold time, drop the front padding, then the top level at the frame rate
+            h = _shuffle(h, self.config.block_out_channels[0], pt, 1)[:, :, pt - 1 :]
+            return self._output(_shuffle(self.decoder_high(h), self.config.in_channels, 1, self.config.patch_size), return_dict)
+        video = _shuffle(self.decoder_high(h), self.config.in_channels, pt, self.config.patch_size)[:, :, pt - 1 :]
+        return self._output(video, return_dict)
+
+    @staticmethod
+    def _output(video: torch.Tensor, return_dict: bool):
         return DecoderOutput(sample=video) if return_dict else (video,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

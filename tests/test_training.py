@@ -216,6 +216,10 @@ def test_the_vae_takes_any_number_of_levels_and_stays_causal(levels, patch, spat
         z2 = z.clone()
         z2[:, :, 3:] += 1
         assert torch.equal(vae.decode(z2).sample[:, :, :9], out[:, :, :9])  # the decoder looks back only
+        z3 = z.clone()
+        z3[:, :, 1] += 1  # latent frame 1 is video frames 1..4: frame 0 stays, frame 1 changes
+        out3 = vae.decode(z3).sample
+        assert torch.equal(out3[:, :, :1], out[:, :, :1]) and not torch.allclose(out3[:, :, 1], out[:, :, 1])
     with pytest.raises(ValueError, match="at least two levels"):
         CausalVideoAutoencoder(block_out_channels=(16,))
 
@@ -257,6 +261,10 @@ def test_object_crops_are_windows_of_the_clips_that_hold_their_objects():
             if torch.equal(clip[:, t0, y, x : x + 32], crop[:, 0, 0])
         )
     assert foreground_mask(crops)[:, :, 0].flatten(1).sum(1).gt(0).all()  # each first frame shows part of an object
+    # centred on an object: some of it lies within a quarter window of the centre (random windows miss it often)
+    many = torch.stack([WorldVideoDataset(1, seed=s)[0]["video"] for s in range(100, 140)])
+    centre = foreground_mask(object_crops(many, 16, 5, g))[:, 0, 0, 4:12, 4:12]
+    assert centre.flatten(1).amax(1).mean() >= 0.85
     with pytest.raises(ValueError, match="does not fit"):
         object_crops(video, 72, 9, g)
     with pytest.raises(ValueError, match="does not fit"):

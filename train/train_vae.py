@@ -9,6 +9,7 @@ Reads top to bottom: build, loop, log, save. Resumes from the newest complete ch
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -53,6 +54,10 @@ class VAETrainConfig(TrainerRunConfig):
     crop_frames: int = 0
 
 
+# Every argument CausalVideoAutoencoder takes, the keys --vae_config may set.
+ARCHITECTURE_KEYS = set(inspect.signature(CausalVideoAutoencoder.__init__).parameters) - {"self"}
+
+
 def vae_kwargs(spec: str, base: dict | None = None) -> dict:
     """The architecture ``base`` (default ``TINY_VAE_CONFIG``) with the keys of ``spec`` (JSON text or a JSON file) over it."""
     kwargs = dict(TINY_VAE_CONFIG if base is None else base)
@@ -62,7 +67,7 @@ def vae_kwargs(spec: str, base: dict | None = None) -> dict:
             extra = json.loads(text)
         except (OSError, json.JSONDecodeError) as err:
             raise SystemExit(f"error: --vae_config must be JSON text or a JSON file of CausalVideoAutoencoder arguments ({err}).") from None
-        unknown = sorted(set(extra) - set(kwargs) - {"in_channels", "norm_num_groups", "full_rate_top"})
+        unknown = sorted(set(extra) - set(kwargs) - ARCHITECTURE_KEYS)
         if unknown:
             raise SystemExit(f"error: --vae_config has unknown keys {unknown}; use {sorted(kwargs)}.")
         kwargs.update(extra)
@@ -73,8 +78,7 @@ def grown_vae(init_from: str, spec: str) -> CausalVideoAutoencoder:
     """A VAE of ``init_from``'s architecture with ``spec``'s changes over it, starting from every
     weight of ``init_from`` whose name and shape still fit (the rest freshly initialised)."""
     old = CausalVideoAutoencoder.from_pretrained(init_from)
-    keys = set(TINY_VAE_CONFIG) | {"in_channels", "norm_num_groups", "full_rate_top"}
-    vae = CausalVideoAutoencoder(**vae_kwargs(spec, {k: v for k, v in old.config.items() if k in keys}))
+    vae = CausalVideoAutoencoder(**vae_kwargs(spec, {k: v for k, v in old.config.items() if k in ARCHITECTURE_KEYS}))
     mine = vae.state_dict()
     kept = {k: v for k, v in old.state_dict().items() if k in mine and mine[k].shape == v.shape}
     vae.load_state_dict(kept, strict=False)

@@ -21,8 +21,8 @@ train() {  # name, JSON architecture, steps, warmup
 python benchmarks/latent_shape.py --vae teacher "$RUNS/c48-8x" "$RUNS/c12-4x" "$RUNS/c48-8x-deep" --clips 1500 --steps 600 \
     --out benchmarks/results/latent_candidates.json
 
-# Round two (session 11): whole clips cost ~3.7 s per step of batch 8 on these 2 cores, so train on
-# 32x32 windows of 9 frames around the objects (batch 16, ~7x cheaper per clip) with the edge loss,
+# Round two (session 11): whole clips cost 1.9-3.3 s per step of batch 8 on these 2 cores (benchmarks/vae_step_cost.py),
+# so train on 32x32 windows of 9 frames around the objects (batch 16, 5.5-6.3x cheaper per clip) with the edge loss,
 # and compare the three-level decoder with and without its top level at the full frame rate
 # (without it, the last layer writes 4 frames from one feature vector and smears moving objects).
 crops() {  # name, JSON architecture, steps
